@@ -1,0 +1,82 @@
+"""Input validation shared by the library: one-line ``ValueError``s that name the bad value.
+
+Every public function of ce_jax validates its arguments with these helpers, so that a user sees
+``ValueError: width must be an integer >= 1, got 0`` instead of a deep traceback or a silent
+wrong answer. Binaries catch ``ValueError`` and turn it into a usage error (see
+:func:`ce_jax.cli.run_main`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+
+def positive_int(name: str, value: Any, minimum: int = 1) -> int:
+  """Returns ``value`` as an int, or raises if it is not an integer >= ``minimum``."""
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+      value = int(value)
+    else:
+      raise ValueError(f'{name} must be an integer >= {minimum}, got {value!r}')
+  if value < minimum:
+    raise ValueError(f'{name} must be an integer >= {minimum}, got {value!r}')
+  return int(value)
+
+
+def int_list(name: str, values: Any, minimum: int = 1) -> tuple[int, ...]:
+  """Validates a non-empty list of integers >= ``minimum`` (a comma string is accepted)."""
+  if isinstance(values, str):
+    parts = [p.strip() for p in values.split(',') if p.strip()]
+    try:
+      values = [int(p) for p in parts]
+    except ValueError:
+      raise ValueError(f'{name} must be a comma-separated list of integers, got {values!r}') from None
+  if isinstance(values, (int, np.integer)):
+    values = [values]
+  values = list(values)
+  if not values:
+    raise ValueError(f'{name} must be a non-empty list of integers >= {minimum}, got []')
+  return tuple(positive_int(f'{name}[{i}]', v, minimum) for i, v in enumerate(values))
+
+
+def finite_positive(name: str, value: Any) -> float:
+  """Returns ``value`` as a float, or raises if it is not finite and > 0."""
+  try:
+    v = float(value)
+  except (TypeError, ValueError):
+    raise ValueError(f'{name} must be a finite number > 0, got {value!r}') from None
+  if not math.isfinite(v) or v <= 0:
+    raise ValueError(f'{name} must be a finite number > 0, got {value!r}')
+  return v
+
+
+def choice(name: str, value: Any, allowed: Iterable[str]) -> str:
+  """Raises unless ``value`` is one of ``allowed``."""
+  allowed = list(allowed)
+  if value not in allowed:
+    raise ValueError(f'{name} must be one of {", ".join(map(str, allowed))}; got {value!r}')
+  return value
+
+
+def finite_array(name: str, x: Any, ndim: int | Sequence[int] | None = None):
+  """Raises if ``x`` has non-finite entries or the wrong number of dimensions.
+
+  Only checks concrete arrays (inside ``jit`` the check is skipped, shapes are still checked).
+  """
+  shape = np.shape(x)
+  if ndim is not None:
+    allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+    if len(shape) not in allowed:
+      raise ValueError(f'{name} must have {" or ".join(map(str, allowed))} dimensions, '
+                       f'got shape {shape}')
+  try:
+    arr = np.asarray(x)
+  except Exception:  # a tracer: cannot check values
+    return x
+  if arr.dtype.kind in 'fc' and not np.all(np.isfinite(arr)):
+    bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+    raise ValueError(f'{name} must be finite, got {bad} non-finite entries (shape {shape})')
+  return x

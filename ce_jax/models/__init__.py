@@ -1,0 +1,1 @@
+"""Flax models of ce_jax."""

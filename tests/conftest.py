@@ -1,0 +1,37 @@
+"""Shared test helpers: run experiment binaries as a user would, in the same interpreter."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_binary(name, *flags, env=None, timeout=600, check=True):
+  """Runs ``experiments/<name>.py`` with ``flags``; returns the CompletedProcess.
+
+  ``check=True`` asserts exit code 0 and shows stderr on failure.
+  """
+  full_env = dict(os.environ)
+  full_env.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  full_env['PYTHONPATH'] = REPO + os.pathsep + full_env.get('PYTHONPATH', '')
+  if env:
+    full_env.update(env)
+  proc = subprocess.run([sys.executable, os.path.join(REPO, 'experiments', f'{name}.py'), *flags],
+                        capture_output=True, text=True, env=full_env, timeout=timeout, cwd=REPO)
+  if check:
+    assert proc.returncode == 0, f'{name} failed ({proc.returncode}):\n{proc.stderr[-4000:]}'
+  return proc
+
+
+def load_json(path):
+  with open(path) as f:
+    return json.load(f)
+
+
+@pytest.fixture
+def binary():
+  return run_binary
