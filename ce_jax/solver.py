@@ -403,3 +403,49 @@ def evaluate(problem: Problem, alpha: float, m: int, n: int | Sequence[int]) -> 
   i = int(rows[0])
   m_p = problem.baseline_cost / float(problem.cost[i])
   return _design(problem, alpha, i, m_p, m)
+
+
+# --------------------------------------------------------------------------------------------
+# Reporting.
+
+def _design_json(d: Design) -> dict:
+  return {'n': d.n, 'm': d.m, 'm_int': d.m_int, 'params': d.params, 'flops': d.flops,
+          'rho': d.rho, 'variance_ratio': d.variance_ratio, 'label': d.label,
+          'widths': list(d.widths)}
+
+
+def result_to_json(r: SearchResult) -> dict:
+  """The JSON payload of experiments/search.py (keys documented in docs/SEARCH.md)."""
+  return {
+      'baseline': {'name': r.baseline.name, 'params': r.baseline.params,
+                   'flops': r.baseline.flops, 'label': r.baseline.label,
+                   'widths': list(r.baseline.widths)},
+      'alpha': r.alpha,
+      'efficiency': r.efficiency,
+      'fan_in_convention': r.fan_in_convention,
+      'primal': _design_json(r.primal),
+      'dual': _design_json(r.dual),
+      'strong_duality': r.strong_duality,
+      'curves': {'n': r.curves.n, 'primal_objective': r.curves.primal_objective,
+                 'primal_m': r.curves.primal_m, 'dual_m': r.curves.dual_m,
+                 'dual_rho': r.curves.dual_rho},
+  }
+
+
+def format_result(r: SearchResult) -> str:
+  """A readable table of the baseline, the primal and the dual designs."""
+  b = r.baseline
+  conv = f', fan-in convention {r.fan_in_convention}' if r.fan_in_convention else ''
+  lines = [f'baseline {b.name} {b.label}: {b.params / 1e6:.2f}M params, '
+           f'{b.flops / 1e9:.3f} GFLOPs; alpha {r.alpha:.4g}; efficiency {r.efficiency}{conv}',
+           f'{"design":<7} {"n":>5} {"m (real)":>9} {"m_int":>6} {"label":>14} {"params":>9} '
+           f'{"GFLOPs":>8} {"rho":>6} {"rho@curve":>9} {"Var(K_e)/Var(K_s)":>18}']
+  for name, d in (('primal', r.primal), ('dual', r.dual)):
+    i = int(list(r.curves.n).index(d.n)) if d.n in list(r.curves.n) else None
+    rc = (r.curves.primal_m[i] / r.curves.dual_m[i] if name == 'dual' else 1.0) if i is not None \
+        else float('nan')
+    lines.append(f'{name:<7} {d.n:>5} {d.m:>9.2f} {d.m_int:>6} {d.label:>14} '
+                 f'{d.params / 1e6:>8.2f}M {d.flops / 1e9:>8.3f} {d.rho:>6.2f} {rc:>9.2f} '
+                 f'{d.variance_ratio:>18.3f}')
+  lines.append(f'strong duality (n_d == n_p): {"yes" if r.strong_duality else "no"}')
+  return '\n'.join(lines)

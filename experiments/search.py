@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import flags  # noqa: E402
 
-from ce_jax import _validate, cli, solver  # noqa: E402
+from ce_jax import _validate, cli, plotting, solver  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('baseline', 'dense', f'baseline: {"|".join(solver.BASELINES)}')
@@ -112,95 +112,16 @@ def build_problem() -> solver.Problem:
                                 image_size=FLAGS.image_size, cost_model=FLAGS.cost_model)
 
 
-def _design_json(d: solver.Design) -> dict:
-  return {'n': d.n, 'm': d.m, 'm_int': d.m_int, 'params': d.params, 'flops': d.flops,
-          'rho': d.rho, 'variance_ratio': d.variance_ratio, 'label': d.label,
-          'widths': list(d.widths)}
-
-
-def result_json(r: solver.SearchResult) -> dict:
-  return {
-      'baseline': {'name': r.baseline.name, 'params': r.baseline.params,
-                   'flops': r.baseline.flops, 'label': r.baseline.label,
-                   'widths': list(r.baseline.widths)},
-      'alpha': r.alpha,
-      'efficiency': r.efficiency,
-      'fan_in_convention': r.fan_in_convention,
-      'primal': _design_json(r.primal),
-      'dual': _design_json(r.dual),
-      'strong_duality': r.strong_duality,
-      'curves': {'n': r.curves.n, 'primal_objective': r.curves.primal_objective,
-                 'primal_m': r.curves.primal_m, 'dual_m': r.curves.dual_m,
-                 'dual_rho': r.curves.dual_rho},
-  }
-
-
-def format_table(r: solver.SearchResult) -> str:
-  b = r.baseline
-  conv = f', fan-in convention {r.fan_in_convention}' if r.fan_in_convention else ''
-  lines = [f'baseline {b.name} {b.label}: {b.params / 1e6:.2f}M params, '
-           f'{b.flops / 1e9:.3f} GFLOPs; alpha {r.alpha:.4g}; efficiency {r.efficiency}{conv}',
-           f'{"design":<7} {"n":>5} {"m (real)":>9} {"m_int":>6} {"label":>14} {"params":>9} '
-           f'{"GFLOPs":>8} {"rho":>6} {"rho@curve":>9} {"Var(K_e)/Var(K_s)":>18}']
-  for name, d in (('primal', r.primal), ('dual', r.dual)):
-    i = int(list(r.curves.n).index(d.n)) if d.n in list(r.curves.n) else None
-    rc = (r.curves.primal_m[i] / r.curves.dual_m[i] if name == 'dual' else 1.0) if i is not None \
-        else float('nan')
-    lines.append(f'{name:<7} {d.n:>5} {d.m:>9.2f} {d.m_int:>6} {d.label:>14} '
-                 f'{d.params / 1e6:>8.2f}M {d.flops / 1e9:>8.3f} {d.rho:>6.2f} {rc:>9.2f} '
-                 f'{d.variance_ratio:>18.3f}')
-  lines.append(f'strong duality (n_d == n_p): {"yes" if r.strong_duality else "no"}')
-  return '\n'.join(lines)
-
-
-def plot(r: solver.SearchResult, path: str) -> None:
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
-  cli.ensure_parent(path)
-  c = r.curves
-  fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-  ax1.loglog(c.n, c.primal_objective, color='C0', label='(exp(alpha S) - 1) / m_p')
-  ax1.plot([r.primal.n], [c.primal_objective[list(c.n).index(r.primal.n)]], 'r*', ms=14,
-           label=f'primal optimum n={r.primal.n}, m={r.primal.m:.1f} ({r.primal.label})')
-  ax1.set_xlabel('width n')
-  ax1.set_ylabel('primal objective (Var / C)')
-  t1 = ax1.twinx()
-  t1.loglog(c.n, c.primal_m, color='C1', alpha=0.6)
-  t1.set_ylabel('m_p(n)', color='C1')
-  ax1.set_zorder(t1.get_zorder() + 1)
-  ax1.patch.set_visible(False)
-  ax1.legend(loc='upper right', fontsize=8)
-  ax1.set_title('(a) primal: same budget, minimal variance')
-  ax2.semilogx(c.n, c.dual_rho, color='C0', label='rho(m_d(n), n)')
-  i = list(c.n).index(r.dual.n)
-  ax2.plot([r.dual.n], [c.dual_rho[i]], 'r*', ms=14,
-           label=f'dual optimum n={r.dual.n}, m={r.dual.m:.1f}, rho={c.dual_rho[i]:.2f}')
-  ax2.set_xlabel('width n')
-  ax2.set_ylabel(f'efficiency rho ({r.efficiency})')
-  t2 = ax2.twinx()
-  t2.loglog(c.n, c.dual_m, color='C1', alpha=0.6)
-  t2.set_ylabel('m_d(n)', color='C1')
-  ax2.set_zorder(t2.get_zorder() + 1)
-  ax2.patch.set_visible(False)
-  ax2.legend(loc='lower center', fontsize=8)
-  ax2.set_title('(b) dual: same variance, maximal efficiency')
-  fig.suptitle(f'{r.baseline.name} {r.baseline.label}, alpha={r.alpha:.3g}')
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-
-
 def main(argv):
   logging.getLogger('jax._src.xla_bridge').setLevel(logging.WARNING)
   if len(argv) > 1:
     raise ValueError(f'unexpected arguments: {" ".join(argv[1:])}')
   alpha = resolve_alpha()
   result = solver.solve(build_problem(), alpha)
-  print(format_table(result))
-  cli.write_json(FLAGS.json_out, result_json(result))
+  print(solver.format_result(result))
+  cli.write_json(FLAGS.json_out, solver.result_to_json(result))
   if FLAGS.plot_out:
-    plot(result, FLAGS.plot_out)
+    plotting.plot_search(result, FLAGS.plot_out)
     print(f'plot: {FLAGS.plot_out}')
 
 
