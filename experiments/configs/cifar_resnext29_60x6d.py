@@ -1,0 +1,17 @@
+"""ResNeXt-29 60x6d, near the FLOPs-primal optimum (appendix Table 3) on CIFAR-10 or CIFAR-100 (SPEC section 5 recipe).
+
+    python experiments/train.py --config=experiments/configs/cifar_resnext29_60x6d.py:cifar10 \
+        --workdir=runs/cifar10_resnext29_60x6d
+    python experiments/train.py --config=experiments/configs/cifar_resnext29_60x6d.py:cifar100 \
+        --workdir=runs/cifar100_resnext29_60x6d
+
+Paper: 12.57M parameters (10 classes).
+"""
+
+from __future__ import annotations
+
+from experiments.configs import common
+
+
+def get_config(dataset: str = 'cifar10'):
+  return common.cifar(60, 6, dataset or 'cifar10', paper_params_m=12.57)

@@ -1,0 +1,68 @@
+"""Default hyperparameters: the CIFAR recipe of SPEC section 5 with the ResNeXt-29 1x128d baseline.
+
+Every other config starts from this one and overrides a few keys. Any key can be overridden on
+the command line::
+
+    python experiments/train.py --config=experiments/configs/default.py --workdir=runs/default \
+        --config.num_epochs=1 --config.batch_size=64
+
+Keys (see docs/TRAINING.md):
+  dataset, data_dir, sharding ('global'|'split'), shuffle_buffer: the input pipeline.
+  model, model_kwargs: a name of ce_jax.models.registry and its hyperparameters (num_classes
+    comes from the dataset). Dense models: n, depth (depth - 1 hidden layers of width n), m
+    (ensemble members), flatten_inputs.
+  search_json, search_design: take n and m from experiments/search.py's JSON ('primal'|'dual').
+  optimizer ('sgd'|'adam'), learning_rate, momentum, nesterov, weight_decay, lr_decay_epochs,
+    lr_decay_factor, warmup_epochs: the optimizer and its step schedule.
+  batch_size (global), eval_batch_size, num_epochs, num_train_steps (-1: num_epochs).
+  eval_every_epochs, log_every_steps, checkpoint_every_steps, keep_checkpoints,
+    async_checkpointing, seed.
+  paper_params_m: the parameter count (millions) the paper reports for this row (checked by
+    tests/test_configs.py), None where it reports none.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def get_config():
+  config = ml_collections.ConfigDict()
+  # Data.
+  config.dataset = 'cifar10'
+  config.data_dir = ml_collections.FieldReference(None, field_type=str)
+  config.sharding = 'global'
+  config.shuffle_buffer = 50_000
+  config.num_train_examples = ml_collections.FieldReference(None, field_type=int)  # None: metadata
+  config.num_test_examples = ml_collections.FieldReference(None, field_type=int)
+  # Model.
+  config.model = 'resnext29'
+  config.model_kwargs = ml_collections.ConfigDict({'cardinality': 1, 'base_width': 128})
+  config.n = ml_collections.FieldReference(None, field_type=int)
+  config.m = ml_collections.FieldReference(None, field_type=int)
+  config.depth = ml_collections.FieldReference(None, field_type=int)
+  config.flatten_inputs = False
+  config.search_json = ''
+  config.search_design = 'primal'
+  # Optimization (CIFAR, ResNeXt recipe).
+  config.optimizer = 'sgd'
+  config.learning_rate = 0.1
+  config.momentum = 0.9
+  config.nesterov = False
+  config.weight_decay = 5e-4
+  config.lr_decay_epochs = (150, 225)
+  config.lr_decay_factor = 0.1
+  config.warmup_epochs = 0.0
+  config.batch_size = 128
+  config.eval_batch_size = 128
+  config.num_epochs = 300
+  config.num_train_steps = -1
+  # Bookkeeping.
+  config.eval_every_epochs = 1
+  config.log_every_steps = 100
+  config.checkpoint_every_steps = 1000
+  config.keep_checkpoints = 3
+  config.async_checkpointing = True  # orbax writes in a background thread
+  config.seed = 0
+  config.paper_params_m = ml_collections.FieldReference(None, field_type=float)
+  return config

@@ -1,0 +1,15 @@
+"""ResNeXt-50 12x10d, the primal optimum (Table 2a) on ImageNet (main text Table 2).
+
+    python experiments/train.py --config=experiments/configs/imagenet_resnext50_12x10d.py \
+        --workdir=runs/imagenet_resnext50_12x10d --config.data_dir=$TFDS_DATA_DIR
+
+Parameters: no parameter count in the text we have; tests/test_configs.py checks it against an independent count.
+"""
+
+from __future__ import annotations
+
+from experiments.configs import common
+
+
+def get_config():
+  return common.imagenet('resnext50', None, cardinality=12, base_width=10)
