@@ -37,6 +37,12 @@ def int_list(name: str, values: Any, minimum: int = 1) -> tuple[int, ...]:
   if isinstance(values, (int, np.integer)):
     values = [values]
   values = list(values)
+  for i, v in enumerate(values):  # absl DEFINE_list gives strings
+    if isinstance(v, str):
+      try:
+        values[i] = int(v.strip())
+      except ValueError:
+        raise ValueError(f'{name}[{i}] must be an integer >= {minimum}, got {v!r}') from None
   if not values:
     raise ValueError(f'{name} must be a non-empty list of integers >= {minimum}, got []')
   return tuple(positive_int(f'{name}[{i}]', v, minimum) for i, v in enumerate(values))

@@ -55,3 +55,74 @@ def plot_search(r, path: str) -> None:
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
+
+
+def plot_design_errors(models, path: str, title: str = '') -> None:
+  """Bar chart of test error (mean +- standard error over seeds) next to parameters per design.
+
+  ``models``: list of dicts with ``name``, ``m``, ``n``, ``params``, ``test_error_mean``,
+  ``test_error_stderr`` (the ``models`` list of the demo's summary.json).
+  """
+  plt = _pyplot()
+  cli.ensure_parent(path)
+  names = [f'{d["name"]}\n{d["m"]}x{d["n"]}' for d in models]
+  err = [100 * d['test_error_mean'] for d in models]
+  se = [100 * d['test_error_stderr'] for d in models]
+  params = [d['params'] for d in models]
+  fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.6))
+  ax1.bar(names, err, yerr=se, capsize=6, color=['C7', 'C0', 'C2'][:len(models)])
+  ax1.set_ylabel('test error (%)')
+  ax1.set_title('test error, mean +- s.e. over seeds')
+  ax2.bar(names, params, color=['C7', 'C0', 'C2'][:len(models)])
+  ax2.set_ylabel('parameters')
+  ax2.set_title('parameters')
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def plot_alpha_fit(estimate, path: str, *, fan_in_convention: str = 'channels',
+                   depth: int = 6) -> None:
+  """Appendix Fig. 2: Monte-Carlo ``E[K^2]/E[K]^2`` against width and ``log`` of it against S.
+
+  ``estimate``: a :class:`ce_jax.alpha.AlphaEstimate` (block, fit, points); ``depth`` is the
+  dense member's depth and ``fan_in_convention`` the bottleneck's S convention, used to draw
+  the fitted curve over a dense width grid.
+  """
+  import numpy as np
+  from ce_jax import alpha as alpha_lib
+  plt = _pyplot()
+  block, points, fit = estimate.block, estimate.points, estimate.fit
+  w = np.array([p.width for p in points])
+  s = np.array([p.fan_in_sum for p in points])
+  r = np.array([p.ratio for p in points])
+  se = np.array([p.ratio_stderr for p in points])
+  grid = np.unique(np.geomspace(w.min(), w.max(), 200).round().astype(int))
+  s_grid = np.array([alpha_lib.fan_in_sum(block, int(n), depth=depth,
+                                          fan_in_convention=fan_in_convention) for n in grid])
+  fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+  ax = axes[0]
+  ax.errorbar(w, r, yerr=se, fmt='o', capsize=3, label='Monte Carlo')
+  ax.plot(grid, np.exp(fit.intercept + fit.alpha * s_grid), '-',
+          label=f'exp({fit.alpha:.2f} S(n))')
+  ax.set_xscale('log', base=2)
+  ax.set_yscale('log')
+  ax.set_xlabel('width n')
+  ax.set_ylabel(r'$E[K^2] / E[K]^2$')
+  ax.set_title(f'{block}: second moment of a diagonal NTK entry')
+  ax.legend()
+  ax = axes[1]
+  ax.errorbar(s, np.log(r), yerr=se / r, fmt='o', capsize=3, label='Monte Carlo')
+  ss = np.linspace(0, s.max(), 100)
+  ax.plot(ss, fit.intercept + fit.alpha * ss, '-',
+          label=rf'$\alpha$ = {fit.alpha:.3f} $\pm$ {fit.alpha_stderr:.3f}, $R^2$ = {fit.r2:.3f}')
+  ax.set_xlabel(f'S (fan-in sum, {fan_in_convention})' if block == 'bottleneck'
+                else 'S = sum 1/n_l')
+  ax.set_ylabel(r'log($E[K^2] / E[K]^2$)')
+  ax.legend()
+  fig.tight_layout()
+  cli.ensure_parent(path)
+  fig.savefig(path, dpi=120)
+  plt.close(fig)

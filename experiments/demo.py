@@ -1,0 +1,160 @@
+r"""The main job (`make demo`): Algorithm 2 end to end on real data, in minutes on 2 CPU cores.
+
+1. Fit alpha for the dense member by Monte Carlo (Algorithm 1, short run).
+2. Search the primal and dual collegial ensembles for a dense baseline on digits (Sec. 3).
+3. Train the baseline, the primal and the dual ensembles on scikit-learn's handwritten digits
+   (real data, offline) over several seeds with the pmap trainer (checkpoints, resume).
+4. Print a table (params, Var(K_e)/Var(K_s), test error +- standard error) and write figures and
+   ``<workdir>/summary.json`` with keys ``alpha``, ``search``, ``models``.
+
+    python experiments/demo.py --workdir=runs/demo
+    python experiments/demo.py --workdir=/tmp/demo --quick     # seconds, for tests
+
+Finished trainings are never redone: rerunning the command reuses every run whose
+``summary.json`` exists and resumes interrupted ones from their checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import logging as pylogging
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import flags  # noqa: E402
+
+from ce_jax import _validate, cli, plotting, solver  # noqa: E402
+from ce_jax import alpha as alpha_lib  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('workdir', 'runs/demo', 'where runs, figures and summary.json go')
+flags.DEFINE_integer('depth', 4, 'baseline member depth (weight matrices)')
+flags.DEFINE_integer('width', 64, 'baseline member hidden width')
+flags.DEFINE_list('alpha_widths', ['2', '4', '8', '16', '32', '64'], 'widths of the alpha fit')
+flags.DEFINE_integer('alpha_trials', 400, 'Monte-Carlo initializations per width')
+flags.DEFINE_integer('seeds', 3, 'training seeds per design')
+flags.DEFINE_integer('epochs', 15, 'training epochs per run')
+flags.DEFINE_integer('seed', 0, 'base seed (alpha fit and first training seed)')
+flags.DEFINE_bool('quick', False, 'tiny settings (tests): few trials, 2 seeds, 1 epoch')
+
+INPUT_DIM, NUM_CLASSES = 64, 10  # digits: 8x8 images, 10 classes
+
+
+def fit_alpha(widths, trials, depth, seed):
+  t0 = time.time()
+
+  def progress(i, done, total):
+    if done == total:
+      print(f'  alpha fit: width {widths[i]:>4} done ({total} initializations)', flush=True)
+
+  est = alpha_lib.estimate_alpha('dense', widths, trials, jax.random.PRNGKey(seed), depth=depth,
+                                 input_dim=INPUT_DIM, progress=progress)
+  print(f'  alpha = {est.fit.alpha:.3f} +- {est.fit.alpha_stderr:.3f} (R^2 {est.fit.r2:.3f}, '
+        f'{trials} trials x {len(widths)} widths, {time.time() - t0:.1f}s)', flush=True)
+  return est
+
+
+def train_design(name, m, n, depth, seeds, epochs, workdir):
+  """Trains one design over ``seeds`` (reusing finished runs); returns the summaries."""
+  from ce_jax import train
+  from experiments.configs import digits
+  summaries = []
+  for s in seeds:
+    run_dir = os.path.join(workdir, 'runs', name, f'seed_{s}')
+    done = os.path.join(run_dir, 'summary.json')
+    if os.path.exists(done):
+      with open(done) as f:
+        summaries.append(json.load(f))
+      print(f'  {name:<8} seed {s}: reused {done}', flush=True)
+      continue
+    config = digits.get_config()
+    config.m, config.n, config.depth = int(m), int(n), int(depth)
+    config.num_epochs = int(epochs)
+    config.seed = int(s)
+    t0 = time.time()
+    summary = train.train_and_evaluate(config, run_dir)
+    summaries.append(summary)
+    print(f'  {name:<8} seed {s}: test error {100 * summary["test_error_top1"]:.2f}% '
+          f'({summary["steps"]} steps, {time.time() - t0:.1f}s)', flush=True)
+  return summaries
+
+
+def model_entry(name, m, n, variance_ratio, summaries, seeds):
+  errors = np.array([s['test_error_top1'] for s in summaries], dtype=float)
+  stderr = float(errors.std(ddof=1) / np.sqrt(len(errors))) if len(errors) > 1 else float('nan')
+  return {'name': name, 'm': int(m), 'n': int(n), 'params': int(summaries[0]['params']),
+          'variance_ratio': float(variance_ratio), 'test_error_mean': float(errors.mean()),
+          'test_error_stderr': stderr, 'test_errors': errors.tolist(), 'seeds': list(seeds)}
+
+
+def format_models(models):
+  lines = [f'{"design":<9} {"m x n":>8} {"params":>9} {"Var(K_e)/Var(K_s)":>18} '
+           f'{"test error (%)":>16}']
+  for d in models:
+    lines.append(f'{d["name"]:<9} {d["m"]:>3}x{d["n"]:<4} {d["params"]:>9,} '
+                 f'{d["variance_ratio"]:>18.3f} {100 * d["test_error_mean"]:>9.2f} +- '
+                 f'{100 * d["test_error_stderr"]:.2f}')
+  return '\n'.join(lines)
+
+
+def main(argv):
+  pylogging.getLogger('absl').setLevel(pylogging.WARNING)
+  if len(argv) > 1:
+    raise ValueError(f'unexpected arguments: {" ".join(argv[1:])}')
+  depth = _validate.positive_int('depth', FLAGS.depth, minimum=2)
+  width = _validate.positive_int('width', FLAGS.width)
+  widths = _validate.int_list('alpha_widths', FLAGS.alpha_widths)
+  trials = _validate.positive_int('alpha_trials', FLAGS.alpha_trials, minimum=2)
+  n_seeds = _validate.positive_int('seeds', FLAGS.seeds)
+  epochs = _validate.positive_int('epochs', FLAGS.epochs)
+  if FLAGS.quick:
+    widths, trials, n_seeds, epochs = (4, 16, 64), 24, 2, 1
+  workdir = FLAGS.workdir
+  os.makedirs(workdir, exist_ok=True)
+  t_start = time.time()
+
+  print(f'[1/3] Algorithm 1: fit alpha for the depth-{depth} dense member', flush=True)
+  est = fit_alpha(widths, trials, depth, FLAGS.seed)
+  alpha = float(est.fit.alpha)
+  if not np.isfinite(alpha) or alpha <= 0:
+    raise ValueError(f'the alpha fit gave {alpha!r}; raise --alpha_trials')
+  plotting.plot_alpha_fit(est, os.path.join(workdir, 'alpha_fit.png'), depth=depth)
+
+  print(f'[2/3] search: baseline 1x{width} (depth {depth}, {INPUT_DIM} inputs, '
+        f'{NUM_CLASSES} outputs)', flush=True)
+  result = solver.search('dense', alpha, depth=depth, width=width, input_dim=INPUT_DIM,
+                         num_outputs=NUM_CLASSES, max_width=width)
+  print(solver.format_result(result), flush=True)
+  plotting.plot_search(result, os.path.join(workdir, 'search.png'))
+
+  print(f'[3/3] train on digits: {n_seeds} seeds x {epochs} epochs per design', flush=True)
+  seeds = [FLAGS.seed + i for i in range(n_seeds)]
+  designs = [('baseline', 1, width, 1.0),
+             ('primal', result.primal.m_int, result.primal.n, result.primal.variance_ratio),
+             ('dual', result.dual.m_int, result.dual.n, result.dual.variance_ratio)]
+  models = []
+  for name, m, n, vr in designs:
+    summaries = train_design(name, m, n, depth, seeds, epochs, workdir)
+    models.append(model_entry(name, m, n, vr, summaries, seeds))
+
+  print(format_models(models), flush=True)
+  plotting.plot_design_errors(models, os.path.join(workdir, 'test_error.png'),
+                              title=f'digits, depth {depth}, alpha {alpha:.2f}')
+  summary = {'alpha': {'alpha': alpha, 'alpha_stderr': float(est.fit.alpha_stderr),
+                       'r2': float(est.fit.r2), 'trials': trials, 'widths': list(widths),
+                       'depth': depth},
+             'search': solver.result_to_json(result),
+             'models': models,
+             'wall_s': time.time() - t_start}
+  cli.write_json(os.path.join(workdir, 'summary.json'), summary)
+  print(f'wrote {os.path.join(workdir, "summary.json")} and figures in {workdir} '
+        f'({time.time() - t_start:.0f}s)', flush=True)
+
+
+if __name__ == '__main__':
+  cli.run_main(main)

@@ -1,0 +1,27 @@
+"""The README's library example runs as written and prints what its comments promise."""
+
+import contextlib
+import io
+import os
+import re
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _python_blocks(path):
+  with open(path) as f:
+    return re.findall(r'```python\n(.*?)```', f.read(), flags=re.S)
+
+
+def test_readme_example_runs_and_matches_its_comments():
+  blocks = _python_blocks(os.path.join(REPO, 'README.md'))
+  assert blocks, 'README has no python example'
+  out = io.StringIO()
+  namespace = {}
+  with contextlib.redirect_stdout(out):
+    exec(compile(blocks[0], 'README.md', 'exec'), namespace)  # noqa: S102
+  assert namespace['K'].shape == (16, 16)
+  lines = out.getvalue().splitlines()
+  n, m_p, m_d = lines[0].split()
+  assert int(n) == 48 and abs(float(m_p) - 30.4) < 0.1 and abs(float(m_d) - 12.4) < 0.1
+  assert lines[1].strip() == '37x10d'
