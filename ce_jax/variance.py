@@ -1,0 +1,326 @@
+"""NTK statistics over random initializations: moments (Assumption 1, Eq. 11) and the NMK (Eq. 5).
+
+Everything here is a pure function of an explicit PRNG key. A *sampler* is a function
+``sample_fn(key) -> array`` returning NTK entries (any fixed shape, e.g. ``(N1, N2)`` or
+``(N,)``) for ONE random initialization drawn from ``key``. Trial ``i`` always uses
+``jax.random.split(key, trials)[i]``, so results do not depend on ``chunk_size``.
+
+Initializations are processed in chunks of ``chunk_size`` (``jax.vmap`` inside a chunk,
+``jax.lax.map`` over chunks, or a Python loop over jitted chunks when a ``progress`` callback is
+given), so memory is bounded by one chunk of parameters and Jacobians:
+
+* :func:`ntk_moments` keeps the ``trials x entries`` samples (small) and computes in float64::
+
+      mean  = E[K],   var = Var[K],   ratio = E[K^2] / E[K]^2  (= 1 + Var/mean^2)
+
+  with standard errors by the delta method from the sample covariance of ``(K, K^2)``:
+  ``se(mean)^2 = Var K / T``, ``se(var)^2 = (mu_4 - var^2) / T``,
+  ``se(ratio)^2 = g^T Cov(K, K^2) g / T`` with ``g = (-2 E[K^2]/E[K]^3, 1/E[K]^2)``, and
+  ``se(log ratio) = se(ratio) / ratio``.
+* :func:`neural_mean_kernel` streams sums of shifted entries (memory independent of ``trials``)
+  and returns the Monte-Carlo NMK ``E_theta[K(theta)]`` with its standard error
+  ``sqrt(Var K / T)``.
+
+Samplers for the library's models: :func:`dense_ntk_sampler` (a member, or the collegial
+ensemble of ``m`` members, ``K_e = (1/m) sum_j K(theta_j)``) and :func:`bottleneck_diag_sampler`
+(the diagonal entry of the NTK bottleneck used by Algorithm 1).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ce_jax import _validate
+
+SampleFn = Callable[[jax.Array], jax.Array]
+Progress = Optional[Callable[[int, int], None]]
+
+
+class Moments(NamedTuple):
+  """Moments of NTK entries over ``trials`` initializations, each of the entries' shape."""
+  mean: np.ndarray
+  mean_stderr: np.ndarray
+  var: np.ndarray
+  var_stderr: np.ndarray
+  ratio: np.ndarray          # E[K^2] / E[K]^2
+  ratio_stderr: np.ndarray
+  log_ratio: np.ndarray      # log(E[K^2] / E[K]^2)
+  log_ratio_stderr: np.ndarray
+  trials: int
+
+
+class MeanKernel(NamedTuple):
+  """Monte-Carlo Neural Mean Kernel ``E_theta[K(theta)]`` and its standard error."""
+  mean: np.ndarray
+  stderr: np.ndarray
+  trials: int
+
+
+def _check_common(key, trials, chunk_size, min_trials=2):
+  trials = _validate.positive_int('trials', trials, minimum=min_trials)
+  chunk_size = _validate.positive_int('chunk_size', chunk_size)
+  if not (hasattr(key, 'shape') and hasattr(key, 'dtype')):
+    raise ValueError(f'key must be a jax.random key array, got {type(key).__name__}')
+  return trials, min(chunk_size, trials)
+
+
+def _chunked_keys(key, trials, chunk_size):
+  """Keys ``(num_chunks, chunk_size, ...)`` (trial i = split(key, trials)[i], padded)."""
+  keys = jax.random.split(key, trials)
+  num_chunks = -(-trials // chunk_size)
+  pad = num_chunks * chunk_size - trials
+  if pad:
+    keys = jnp.concatenate([keys, jnp.repeat(keys[-1:], pad, axis=0)], axis=0)
+  return keys.reshape((num_chunks, chunk_size) + keys.shape[1:]), num_chunks
+
+
+def sample_over_inits(sample_fn: SampleFn, key, trials: int, *, chunk_size: int = 64,
+                      progress: Progress = None) -> jax.Array:
+  """Evaluates ``sample_fn`` on ``trials`` independent keys, chunk by chunk.
+
+  Args:
+    sample_fn: ``key -> array`` (one initialization's NTK entries).
+    key: PRNG key.
+    trials: number of initializations (>= 1).
+    chunk_size: initializations per vmapped chunk (memory bound).
+    progress: optional ``progress(done, total)`` called after each chunk.
+
+  Returns:
+    ``(trials,) + entry_shape`` array.
+  """
+  trials, chunk_size = _check_common(key, trials, chunk_size, min_trials=1)
+  keys, num_chunks = _chunked_keys(key, trials, chunk_size)
+  chunk_fn = jax.vmap(sample_fn)
+  if progress is None:
+    out = jax.jit(lambda k: jax.lax.map(chunk_fn, k))(keys)
+  else:
+    jitted = jax.jit(chunk_fn)
+    parts = []
+    for c in range(num_chunks):
+      parts.append(jitted(keys[c]).block_until_ready())  # honest progress (async dispatch)
+      progress(min((c + 1) * chunk_size, trials), trials)
+    out = jnp.stack(parts)
+  out = out.reshape((num_chunks * chunk_size,) + out.shape[2:])
+  return out[:trials]
+
+
+def moments_from_samples(samples) -> Moments:
+  """Moments and delta-method standard errors of ``samples`` ``(trials, ...)`` (float64).
+
+  Raises ``ValueError`` for fewer than 2 trials, non-finite samples, or a zero mean.
+  """
+  x = np.asarray(samples, dtype=np.float64)
+  if x.ndim < 1 or x.shape[0] < 2:
+    raise ValueError(f'samples must have at least 2 trials along axis 0, got shape {x.shape}')
+  _validate.finite_array('samples', x)
+  t = x.shape[0]
+  mean = x.mean(0)
+  d = x - mean
+  var = (d ** 2).sum(0) / (t - 1)
+  mu2 = (d ** 2).mean(0)
+  mu4 = (d ** 4).mean(0)
+  if np.any(mean == 0):
+    raise ValueError('samples must have a nonzero mean for the normalized second moment, '
+                     f'got {int(np.sum(mean == 0))} entries with mean 0')
+  m2 = (x ** 2).mean(0)
+  ratio = m2 / mean ** 2
+  # Covariance of (K, K^2) per entry.
+  sq = x ** 2
+  dsq = sq - m2
+  c11 = mu2
+  c22 = (dsq ** 2).mean(0)
+  c12 = (d * dsq).mean(0)
+  g1 = -2.0 * m2 / mean ** 3
+  g2 = 1.0 / mean ** 2
+  ratio_var = (g1 * g1 * c11 + g2 * g2 * c22 + 2 * g1 * g2 * c12) / t
+  ratio_se = np.sqrt(np.maximum(ratio_var, 0.0))
+  return Moments(
+      mean=mean, mean_stderr=np.sqrt(var / t), var=var,
+      var_stderr=np.sqrt(np.maximum(mu4 - mu2 ** 2, 0.0) / t),
+      ratio=ratio, ratio_stderr=ratio_se, log_ratio=np.log(ratio),
+      log_ratio_stderr=ratio_se / ratio, trials=t)
+
+
+def ntk_moments(sample_fn: SampleFn, key, trials: int, *, chunk_size: int = 64,
+                progress: Progress = None) -> Moments:
+  """Mean, variance and E[K^2]/E[K]^2 of NTK entries over ``trials`` initializations.
+
+  Args:
+    sample_fn: ``key -> entries`` for one initialization (e.g. from :func:`dense_ntk_sampler`).
+    key: PRNG key; trial ``i`` uses ``jax.random.split(key, trials)[i]``.
+    trials: number of initializations (>= 2).
+    chunk_size: initializations evaluated at once (memory bound).
+    progress: optional ``progress(done, total)`` callback.
+
+  Returns:
+    :class:`Moments` (float64 numpy arrays of the entries' shape).
+  """
+  trials, chunk_size = _check_common(key, trials, chunk_size)
+  samples = sample_over_inits(sample_fn, key, trials, chunk_size=chunk_size, progress=progress)
+  return moments_from_samples(samples)
+
+
+def neural_mean_kernel(sample_fn: SampleFn, key, trials: int, *, chunk_size: int = 64,
+                       progress: Progress = None) -> MeanKernel:
+  """Monte-Carlo Neural Mean Kernel (Eq. 5) ``E_theta[K(theta)]`` with standard error.
+
+  Streams over chunks of initializations keeping only running sums of ``K - shift`` and
+  ``(K - shift)^2`` (``shift`` = first chunk's mean, for float32 accuracy), so memory does not
+  grow with ``trials``.
+
+  Args:
+    sample_fn: ``key -> K`` (e.g. ``(N1, N2)``) for one initialization.
+    key: PRNG key; trial ``i`` uses ``jax.random.split(key, trials)[i]``.
+    trials: number of initializations (>= 2).
+    chunk_size: initializations evaluated at once.
+    progress: optional ``progress(done, total)`` callback.
+
+  Returns:
+    :class:`MeanKernel` with ``mean`` and ``stderr = sqrt(Var K / trials)`` (numpy arrays).
+  """
+  trials, chunk_size = _check_common(key, trials, chunk_size)
+  keys, num_chunks = _chunked_keys(key, trials, chunk_size)
+  chunk_fn = jax.vmap(sample_fn)
+  first = jax.jit(chunk_fn)(keys[0])
+  valid0 = (jnp.arange(chunk_size) < trials).astype(first.dtype)
+  shift = jnp.tensordot(valid0, first, axes=1) / jnp.sum(valid0)
+
+  def update(carry, inputs):
+    s1, s2 = carry
+    k, start = inputs
+    y = chunk_fn(k) - shift
+    w = ((start + jnp.arange(chunk_size)) < trials).astype(y.dtype)
+    return (s1 + jnp.tensordot(w, y, axes=1), s2 + jnp.tensordot(w, y * y, axes=1)), None
+
+  starts = jnp.arange(num_chunks) * chunk_size
+  zeros = (jnp.zeros_like(shift), jnp.zeros_like(shift))
+  if progress is None:
+    (s1, s2), _ = jax.jit(lambda k, st: jax.lax.scan(update, zeros, (k, st)))(keys, starts)
+  else:
+    step = jax.jit(lambda c, k, st: update(c, (k, st))[0])
+    carry = zeros
+    for c in range(num_chunks):
+      carry = jax.block_until_ready(step(carry, keys[c], starts[c]))
+      progress(min((c + 1) * chunk_size, trials), trials)
+    s1, s2 = carry
+  s1 = np.asarray(s1, np.float64)
+  s2 = np.asarray(s2, np.float64)
+  mean = np.asarray(shift, np.float64) + s1 / trials
+  var = np.maximum(s2 - s1 * s1 / trials, 0.0) / (trials - 1)
+  return MeanKernel(mean=mean, stderr=np.sqrt(var / trials), trials=trials)
+
+
+def variance_ratio(a: Moments, b: Moments) -> tuple[np.ndarray, np.ndarray]:
+  """``Var_a / Var_b`` of two independent estimates and its delta-method standard error."""
+  r = a.var / b.var
+  se = np.abs(r) * np.sqrt((a.var_stderr / a.var) ** 2 + (b.var_stderr / b.var) ** 2)
+  return r, se
+
+
+# ----------------------------------------------------------------------------------------------
+# Samplers for the library's models.
+# ----------------------------------------------------------------------------------------------
+
+def dense_ntk_sampler(widths, x1, x2=None, *, m: int = 1, num_outputs: int = 1,
+                      backend: str = 'auto', param_dtype=jnp.float32) -> SampleFn:
+  """``key -> K(x1, x2)`` ``(N1, N2)`` of a dense member (``m=1``) or a collegial ensemble.
+
+  For ``m > 1`` the NTK of the ONE ensemble module (:class:`DenseEnsemble`, block-diagonal
+  weights) over the concatenated parameters, i.e. ``K_e = (1/m) sum_j K(theta_j)`` (Eq. 4).
+  For ``num_outputs > 1`` the NTK is traced over outputs (``ce_jax.ntk`` convention, divided by
+  ``k``). ``backend``: as :func:`ce_jax.ntk.empirical_ntk_fn` (``'auto'`` = the closed-form
+  ``'structured'`` path for these models).
+  """
+  from ce_jax import ntk  # pylint: disable=g-import-not-at-top
+  from ce_jax.models import dense  # pylint: disable=g-import-not-at-top
+  widths = _validate.int_list('widths', widths)
+  m = _validate.positive_int('m', m)
+  _validate.finite_array('x1', x1, ndim=2)
+  x2 = x1 if x2 is None else x2
+  _validate.finite_array('x2', x2, ndim=2)
+  if np.shape(x1)[1] != np.shape(x2)[1]:
+    raise ValueError(f'x1 and x2 must have the same input dimension, got shapes '
+                     f'{np.shape(x1)} and {np.shape(x2)}')
+  if m == 1:
+    module = dense.DenseMember(widths, num_outputs, param_dtype)
+  else:
+    module = dense.DenseEnsemble(m, widths, num_outputs, param_dtype)
+  x1 = jnp.asarray(x1, param_dtype)
+  x2 = jnp.asarray(x2, param_dtype)
+  ntk_fn = ntk.empirical_ntk_fn(module.apply, backend=backend)
+
+  def sample_fn(key):
+    params = module.init(key, x1[:1])
+    return ntk_fn(x1, x2, params)
+
+  return sample_fn
+
+
+def _diag_sampler(module, x) -> SampleFn:
+  """``key -> (N,)``: ``K(x_i, x_i) = |d f(x_i)/d theta|^2`` of a scalar-output Flax module.
+
+  One reverse-mode pass per input (vmapped); no N x N kernel is formed.
+  """
+
+  def one(params, xi):
+    g = jax.grad(lambda p: module.apply(p, xi[None])[0, 0])(params)
+    return sum(jnp.sum(l * l) for l in jax.tree_util.tree_leaves(g))
+
+  def sample_fn(key):
+    params = module.init(key, x[:1])
+    return jax.vmap(lambda xi: one(params, xi))(x)
+
+  return sample_fn
+
+
+def dense_diag_sampler(widths, x, *, backend: str = 'auto',
+                       param_dtype=jnp.float32) -> SampleFn:
+  """``key -> K(x_i, x_i)`` ``(N,)``: NTK diagonal of a scalar-output dense member.
+
+  ``x``: ``(N, n_0)``. Uses :func:`ce_jax.ntk.ntk_diagonal_fn` (``'auto'``: the closed-form
+  structured path, one forward and one backward pass). By rotation invariance of the first
+  layer the entry's distribution depends on ``x_i`` only through ``|x_i|``, and
+  ``E[K^2]/E[K]^2`` not at all.
+  """
+  from ce_jax import ntk  # pylint: disable=g-import-not-at-top
+  from ce_jax.models import dense  # pylint: disable=g-import-not-at-top
+  widths = _validate.int_list('widths', widths)
+  _validate.finite_array('x', x, ndim=2)
+  module = dense.DenseMember(widths, 1, param_dtype)
+  x = jnp.asarray(x, param_dtype)
+  diag_fn = ntk.ntk_diagonal_fn(module.apply, backend=backend)
+
+  def sample_fn(key):
+    return diag_fn(x, module.init(key, x[:1]))
+
+  return sample_fn
+
+
+def bottleneck_diag_sampler(width: int, x, *, cardinality: int = 1, in_channels: int = 256,
+                            out_channels: int = 256, param_dtype=jnp.float32) -> SampleFn:
+  """``key -> K(x_i, x_i)`` ``(N,)``: NTK diagonal of :class:`NTKBottleneck` (centre readout).
+
+  ``x``: ``(N, H, W, in_channels)``; the entry is for output channel 0 at the centre pixel,
+  which sees only the centre 3x3 window of ``x`` (so ``H = W = 3`` loses nothing).
+  """
+  from ce_jax.models.bottleneck import NTKBottleneck  # pylint: disable=g-import-not-at-top
+  module = NTKBottleneck(cardinality, width, in_channels, out_channels, readout='center',
+                         param_dtype=param_dtype)
+  _validate.finite_array('x', x, ndim=4)
+  if np.shape(x)[-1] != in_channels:
+    raise ValueError(f'x must have {in_channels} channels (in_channels), got shape '
+                     f'{np.shape(x)}')
+  return _diag_sampler(module, jnp.asarray(x, param_dtype))
+
+
+def standard_error_of_mean(samples) -> float:
+  """``std / sqrt(n)`` of a 1-D sample (helper for tests and reports)."""
+  s = np.asarray(samples, np.float64).ravel()
+  if s.size < 2:
+    raise ValueError(f'samples must hold at least 2 values, got {s.size}')
+  return float(s.std(ddof=1) / math.sqrt(s.size))

@@ -1,0 +1,165 @@
+"""NTK moments over initializations, the Neural Mean Kernel, and the variance law Eq. 11."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ce_jax import infinite, variance
+
+
+def _gamma_sampler(dof):
+  """Synthetic 'NTK entries': chi-square(dof) draws (3 of them), cheap to sample.
+
+  E[K] = dof, Var K = 2 dof, E[K^2]/E[K]^2 = 1 + 2/dof.
+  """
+  dof = int(dof)
+
+  def sample(key):
+    return jnp.sum(jax.random.normal(key, (dof, 3)) ** 2, axis=0)
+  return sample
+
+
+def test_moments_recover_known_distribution():
+  m = variance.ntk_moments(_gamma_sampler(8), jax.random.PRNGKey(0), 4000, chunk_size=500)
+  assert m.trials == 4000 and m.mean.shape == (3,)
+  for est, se, true in [(m.mean, m.mean_stderr, 8.0), (m.var, m.var_stderr, 16.0),
+                        (m.ratio, m.ratio_stderr, 1.25)]:
+    assert np.all(np.abs(est - true) < 4 * se), (est, se, true)
+  np.testing.assert_allclose(m.log_ratio, np.log(m.ratio))
+  np.testing.assert_allclose(m.log_ratio_stderr, m.ratio_stderr / m.ratio)
+
+
+def test_ratio_stderr_matches_spread_over_repetitions():
+  """The delta-method stderr of the ratio matches the spread of independent estimates."""
+  samples = variance.sample_over_inits(_gamma_sampler(2.0), jax.random.PRNGKey(0), 12000,
+                                      chunk_size=2000)
+  reps = [variance.moments_from_samples(s) for s in np.split(np.asarray(samples), 30)]
+  spread = np.std([r.ratio[0] for r in reps], ddof=1)
+  mean_se = np.mean([r.ratio_stderr[0] for r in reps])
+  assert 0.6 < mean_se / spread < 1.6, (mean_se, spread)
+
+
+def test_stderr_shrinks_like_inverse_sqrt_trials():
+  sampler = _gamma_sampler(3.0)
+  small = variance.neural_mean_kernel(sampler, jax.random.PRNGKey(1), 250, chunk_size=50)
+  large = variance.neural_mean_kernel(sampler, jax.random.PRNGKey(2), 4000, chunk_size=500)
+  ratio = small.stderr / large.stderr
+  assert np.all((ratio > 4 * 0.8) & (ratio < 4 * 1.25)), ratio
+  m_small = variance.ntk_moments(sampler, jax.random.PRNGKey(1), 250, chunk_size=50)
+  m_large = variance.ntk_moments(sampler, jax.random.PRNGKey(2), 4000, chunk_size=500)
+  r = m_small.ratio_stderr / m_large.ratio_stderr
+  assert np.all((r > 4 * 0.6) & (r < 4 * 1.6)), r
+
+
+def test_chunking_does_not_change_results():
+  sampler = _gamma_sampler(2.0)
+  key = jax.random.PRNGKey(3)
+  a = variance.sample_over_inits(sampler, key, 37, chunk_size=5)
+  b = variance.sample_over_inits(sampler, key, 37, chunk_size=64)
+  calls = []
+  c = variance.sample_over_inits(sampler, key, 37, chunk_size=8,
+                                 progress=lambda d, t: calls.append((d, t)))
+  assert a.shape == (37, 3)
+  np.testing.assert_allclose(a, b, rtol=1e-6)
+  np.testing.assert_allclose(a, c, rtol=1e-6)
+  assert calls[-1] == (37, 37) and len(calls) == 5
+  nmk = variance.neural_mean_kernel(sampler, key, 37, chunk_size=5)
+  nmk2 = variance.neural_mean_kernel(sampler, key, 37, chunk_size=6, progress=lambda d, t: None)
+  ref = np.asarray(a, np.float64)
+  np.testing.assert_allclose(nmk.mean, ref.mean(0), rtol=1e-5)
+  np.testing.assert_allclose(nmk.stderr, ref.std(0, ddof=1) / np.sqrt(37), rtol=1e-4)
+  np.testing.assert_allclose(nmk2.mean, nmk.mean, rtol=1e-5)
+
+
+def test_ensemble_variance_is_member_variance_over_m():
+  """Eq. 11: Var(K_e) = Var(K)/m, K_e the NTK of ONE m-member ensemble module."""
+  x = np.array([[1.0, 0.0], [0.6, 0.8]])
+  widths, m, trials = (8, 8), 4, 200
+  single = variance.ntk_moments(variance.dense_ntk_sampler(widths, x), jax.random.PRNGKey(0),
+                                trials, chunk_size=100)
+  ens = variance.ntk_moments(variance.dense_ntk_sampler(widths, x, m=m), jax.random.PRNGKey(1),
+                             trials, chunk_size=100)
+  r, se = variance.variance_ratio(ens, single)
+  assert r.shape == (2, 2)
+  assert np.all(np.abs(r * m - 1.0) < 4 * se * m), (r * m, se * m)
+  # Same mean (both estimate the NMK).
+  diff = np.abs(ens.mean - single.mean)
+  assert np.all(diff < 4 * np.hypot(ens.mean_stderr, single.mean_stderr))
+
+
+def test_nmk_close_to_infinite_width_ntk():
+  """NMK of moderately wide members ~ infinite-width NTK within a few stderr (+ O(1/n) bias)."""
+  g = np.linspace(-np.pi, np.pi, 7)
+  xg = np.stack([np.cos(g), np.sin(g)], 1)
+  x0 = np.array([[1.0, 0.0]])
+  nmk = variance.neural_mean_kernel(variance.dense_ntk_sampler((128, 128, 128), x0, xg),
+                                    jax.random.PRNGKey(0), 32, chunk_size=32)
+  ref = np.asarray(infinite.infinite_ntk(x0, xg, depth=4, backend='jax'), np.float64)
+  assert nmk.mean.shape == (1, 7)
+  assert np.all(np.abs(nmk.mean - ref) < 4 * nmk.stderr + 0.02 * ref.max()), (nmk.mean, ref)
+
+
+def test_diag_samplers_match_full_ntk():
+  x = np.random.default_rng(0).normal(size=(3, 5)).astype(np.float32)
+  key = jax.random.PRNGKey(5)
+  full = variance.dense_ntk_sampler((16, 16), x)(key)
+  diag = variance.dense_diag_sampler((16, 16), x)(key)
+  np.testing.assert_allclose(np.diag(np.asarray(full)), np.asarray(diag), rtol=1e-4)
+
+
+def test_bottleneck_diag_sampler_is_squared_gradient_norm():
+  from ce_jax.models.bottleneck import NTKBottleneck
+  x = np.random.default_rng(1).normal(size=(2, 3, 3, 8)).astype(np.float32)
+  key = jax.random.PRNGKey(2)
+  k = variance.bottleneck_diag_sampler(4, x, in_channels=8, out_channels=8)(key)
+  mod = NTKBottleneck(1, 4, 8, 8)
+  params = mod.init(key, x[:1])
+  for i in range(2):
+    g = jax.grad(lambda p: mod.apply(p, x[i:i + 1])[0, 0])(params)
+    ref = sum(float(jnp.sum(l ** 2)) for l in jax.tree_util.tree_leaves(g))
+    np.testing.assert_allclose(float(k[i]), ref, rtol=1e-5)
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(trials=1), 'trials must be an integer >= 2'),
+    (dict(trials=0), 'trials must be an integer >= 2'),
+    (dict(trials=10, chunk_size=0), 'chunk_size must be an integer >= 1'),
+    (dict(trials=2.5), 'trials must be an integer >= 2'),
+])
+def test_bad_counts(kwargs, match):
+  for fn in (variance.ntk_moments, variance.neural_mean_kernel):
+    with pytest.raises(ValueError, match=match):
+      fn(_gamma_sampler(1.0), jax.random.PRNGKey(0), **kwargs)
+
+
+def test_bad_key():
+  with pytest.raises(ValueError, match='key must be a jax.random key'):
+    variance.ntk_moments(_gamma_sampler(1.0), 0, 10)
+
+
+def test_bad_samples():
+  with pytest.raises(ValueError, match='at least 2 trials'):
+    variance.moments_from_samples(np.ones((1, 3)))
+  with pytest.raises(ValueError, match='samples must be finite'):
+    variance.moments_from_samples(np.array([1.0, np.inf, 2.0]))
+  with pytest.raises(ValueError, match='nonzero mean'):
+    variance.moments_from_samples(np.array([1.0, -1.0]))
+
+
+def test_bad_sampler_arguments():
+  x = np.ones((2, 3))
+  with pytest.raises(ValueError, match=r'widths\[1\] must be an integer >= 1, got 0'):
+    variance.dense_ntk_sampler((4, 0), x)
+  with pytest.raises(ValueError, match='widths must be a non-empty list'):
+    variance.dense_ntk_sampler((), x)
+  with pytest.raises(ValueError, match='m must be an integer >= 1, got 0'):
+    variance.dense_ntk_sampler((4,), x, m=0)
+  with pytest.raises(ValueError, match='same input dimension'):
+    variance.dense_ntk_sampler((4,), x, np.ones((2, 4)))
+  with pytest.raises(ValueError, match='x1 must be finite'):
+    variance.dense_ntk_sampler((4,), np.array([[np.nan, 0.0]]))
+  with pytest.raises(ValueError, match='x must have 8 channels'):
+    variance.bottleneck_diag_sampler(4, np.ones((1, 3, 3, 4)), in_channels=8)
+  with pytest.raises(ValueError, match='width must be an integer >= 1'):
+    variance.bottleneck_diag_sampler(0, np.ones((1, 3, 3, 8)), in_channels=8)
