@@ -126,3 +126,45 @@ def plot_alpha_fit(estimate, path: str, *, fan_in_convention: str = 'channels',
   cli.ensure_parent(path)
   fig.savefig(path, dpi=120)
   plt.close(fig)
+
+
+def plot_ntk_convergence(result, path: str) -> None:
+  """Fig. 2b: K_e(x_0, x_gamma) for each m, the NMK (+- 2 s.e.) and the infinite-width NTK; and
+  the rms deviation of K_e from the NMK against m with a 1/sqrt(m) guide.
+
+  ``result``: a :class:`ce_jax.variance.Convergence` or its JSON dict.
+  """
+  if hasattr(result, '_asdict'):
+    result = cli._to_jsonable(result)  # pylint: disable=protected-access
+  import numpy as np
+  plt = _pyplot()
+
+  g = np.asarray(result['gamma'])
+  nmk = np.asarray(result['nmk'])
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+  ax = axes[0]
+  ms = list(result['ensemble_ntk'])
+  colors = plt.cm.viridis(np.linspace(0.1, 0.9, len(ms)))
+  for c, m in zip(colors, ms):
+    ax.plot(g, result['ensemble_ntk'][m], color=c, lw=1, label=f'm = {m}')
+  ax.plot(g, nmk, 'k-', lw=2, label=f'NMK ({result["nmk_samples"]} inits, n={result["nmk_width"]})')
+  ax.fill_between(g, nmk - 2 * np.asarray(result['nmk_stderr']),
+                  nmk + 2 * np.asarray(result['nmk_stderr']), color='k', alpha=0.2)
+  ax.plot(g, result['infinite_ntk'], 'r--', lw=1, label='infinite width')
+  ax.set_xlabel(r'$\gamma$')
+  ax.set_ylabel(r'NTK$[x_0, x_\gamma]$')
+  ax.set_title(f'depth {result["depth"]}, width {result["width"]}')
+  ax.legend(fontsize=8)
+  ax = axes[1]
+  mv = np.array([int(m) for m in ms])
+  rms = np.array([np.sqrt(np.mean((np.asarray(result['ensemble_ntk'][m]) - nmk) ** 2))
+                  for m in ms])
+  ax.loglog(mv, rms, 'o-', label=r'rms$(K_e - $NMK$)$')
+  ax.loglog(mv, rms[0] / np.sqrt(mv / mv[0]), 'k:', label=r'$\propto 1/\sqrt{m}$')
+  ax.set_xlabel('multiplicity m')
+  ax.set_ylabel('rms deviation from the NMK')
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  cli.ensure_parent(path)
+  fig.savefig(path, dpi=120)
+  plt.close(fig)

@@ -35,7 +35,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', 'runs/demo', 'where runs, figures and summary.json go')
 flags.DEFINE_integer('depth', 4, 'baseline member depth (weight matrices)')
 flags.DEFINE_integer('width', 64, 'baseline member hidden width')
-flags.DEFINE_list('alpha_widths', ['2', '4', '8', '16', '32', '64'], 'widths of the alpha fit')
+flags.DEFINE_list('alpha_widths', ['8', '16', '32', '64', '128'],
+                  'widths of the alpha fit (n >= 8: smaller widths bias it low, docs/ALPHA.md)')
 flags.DEFINE_integer('alpha_trials', 400, 'Monte-Carlo initializations per width')
 flags.DEFINE_integer('seeds', 3, 'training seeds per design')
 flags.DEFINE_integer('epochs', 15, 'training epochs per run')
@@ -113,7 +114,7 @@ def main(argv):
   n_seeds = _validate.positive_int('seeds', FLAGS.seeds)
   epochs = _validate.positive_int('epochs', FLAGS.epochs)
   if FLAGS.quick:
-    widths, trials, n_seeds, epochs = (4, 16, 64), 24, 2, 1
+    widths, trials, n_seeds, epochs = (8, 32, 128), 24, 2, 1
   workdir = FLAGS.workdir
   os.makedirs(workdir, exist_ok=True)
   t_start = time.time()

@@ -38,50 +38,11 @@ def _finite_or_none(v):
   return v if not isinstance(v, float) or math.isfinite(v) else None
 
 
-def plot(path, block, points, fit, convention, depth):
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from ce_jax import alpha as alpha_lib  # pylint: disable=g-import-not-at-top
-
-  w = np.array([p.width for p in points])
-  s = np.array([p.fan_in_sum for p in points])
-  r = np.array([p.ratio for p in points])
-  se = np.array([p.ratio_stderr for p in points])
-  grid = np.unique(np.geomspace(w.min(), w.max(), 200).round().astype(int))
-  s_grid = np.array([alpha_lib.fan_in_sum(block, int(n), depth=depth,
-                                          fan_in_convention=convention) for n in grid])
-  fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-  ax = axes[0]
-  ax.errorbar(w, r, yerr=se, fmt='o', capsize=3, label='Monte Carlo')
-  ax.plot(grid, np.exp(fit.intercept + fit.alpha * s_grid), '-',
-          label=f'exp({fit.alpha:.2f} S(n))')
-  ax.set_xscale('log', base=2)
-  ax.set_yscale('log')
-  ax.set_xlabel('width n')
-  ax.set_ylabel(r'$E[K^2] / E[K]^2$')
-  ax.set_title(f'{block}: second moment of a diagonal NTK entry')
-  ax.legend()
-  ax = axes[1]
-  ax.errorbar(s, np.log(r), yerr=se / r, fmt='o', capsize=3, label='Monte Carlo')
-  ss = np.linspace(0, s.max(), 100)
-  ax.plot(ss, fit.intercept + fit.alpha * ss, '-',
-          label=rf'$\alpha$ = {fit.alpha:.3f} $\pm$ {fit.alpha_stderr:.3f}, $R^2$ = {fit.r2:.3f}')
-  ax.set_xlabel(f'S (fan-in sum, {convention})' if block == 'bottleneck' else 'S = sum 1/n_l')
-  ax.set_ylabel(r'log($E[K^2] / E[K]^2$)')
-  ax.legend()
-  fig.tight_layout()
-  cli.ensure_parent(path)
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-
-
 def main(argv):
   if len(argv) > 1:
     raise ValueError(f'unexpected positional arguments: {argv[1:]}')
   import jax  # pylint: disable=g-import-not-at-top
-  from ce_jax import _validate, alpha, blocks  # pylint: disable=g-import-not-at-top
+  from ce_jax import _validate, alpha, blocks, plotting  # pylint: disable=g-import-not-at-top
 
   block = _validate.choice('--block', FLAGS.block, alpha.BLOCKS)
   widths = _validate.int_list('--widths', FLAGS.widths)
@@ -144,7 +105,7 @@ def main(argv):
       'seconds': elapsed,
   })
   if FLAGS.plot_out:
-    plot(FLAGS.plot_out, block, est.points, fit, convention, depth)
+    plotting.plot_alpha_fit(est, FLAGS.plot_out, fan_in_convention=convention, depth=depth)
     logging.info('wrote %s', FLAGS.plot_out)
 
 

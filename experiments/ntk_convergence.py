@@ -37,49 +37,12 @@ flags.DEFINE_string('json_out', None, 'write the results here (JSON)')
 flags.DEFINE_string('plot_out', None, 'write a PNG like Fig. 2b here')
 
 
-def plot(path, result):
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-
-  g = np.asarray(result['gamma'])
-  nmk = np.asarray(result['nmk'])
-  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-  ax = axes[0]
-  ms = list(result['ensemble_ntk'])
-  colors = plt.cm.viridis(np.linspace(0.1, 0.9, len(ms)))
-  for c, m in zip(colors, ms):
-    ax.plot(g, result['ensemble_ntk'][m], color=c, lw=1, label=f'm = {m}')
-  ax.plot(g, nmk, 'k-', lw=2, label=f'NMK ({result["nmk_samples"]} inits, n={result["nmk_width"]})')
-  ax.fill_between(g, nmk - 2 * np.asarray(result['nmk_stderr']),
-                  nmk + 2 * np.asarray(result['nmk_stderr']), color='k', alpha=0.2)
-  ax.plot(g, result['infinite_ntk'], 'r--', lw=1, label='infinite width')
-  ax.set_xlabel(r'$\gamma$')
-  ax.set_ylabel(r'NTK$[x_0, x_\gamma]$')
-  ax.set_title(f'depth {result["depth"]}, width {result["width"]}')
-  ax.legend(fontsize=8)
-  ax = axes[1]
-  mv = np.array([int(m) for m in ms])
-  rms = np.array([np.sqrt(np.mean((np.asarray(result['ensemble_ntk'][m]) - nmk) ** 2))
-                  for m in ms])
-  ax.loglog(mv, rms, 'o-', label=r'rms$(K_e - $NMK$)$')
-  ax.loglog(mv, rms[0] / np.sqrt(mv / mv[0]), 'k:', label=r'$\propto 1/\sqrt{m}$')
-  ax.set_xlabel('multiplicity m')
-  ax.set_ylabel('rms deviation from the NMK')
-  ax.legend(fontsize=8)
-  fig.tight_layout()
-  cli.ensure_parent(path)
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-
-
 def main(argv):
   if len(argv) > 1:
     raise ValueError(f'unexpected positional arguments: {argv[1:]}')
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from ce_jax import _validate, infinite, variance  # pylint: disable=g-import-not-at-top
+  from ce_jax import _validate, plotting, variance  # pylint: disable=g-import-not-at-top
 
   depth = _validate.positive_int('--depth', FLAGS.depth, minimum=2)
   width = _validate.positive_int('--width', FLAGS.width)
@@ -90,36 +53,23 @@ def main(argv):
                                                                              FLAGS.nmk_width)
   chunk = _validate.positive_int('--chunk_size', FLAGS.chunk_size)
 
-  gamma = np.linspace(-np.pi, np.pi, num_angles)
-  x0 = np.array([[1.0, 0.0]])
-  xg = np.stack([np.cos(gamma), np.sin(gamma)], axis=1)
   key = jax.random.PRNGKey(FLAGS.seed)
   start = time.time()
   last = [0.0]
 
-  def progress(what):
-    def cb(done, total):
-      now = time.time()
-      if done == total or now - last[0] > 10:
-        last[0] = now
-        logging.info('%s: %d/%d, %.0f s', what, done, total, now - start)
-    return cb
+  def progress(what, done, total):
+    now = time.time()
+    if done == total or now - last[0] > 10:
+      last[0] = now
+      logging.info('%s: %d/%d, %.0f s', what, done, total, now - start)
 
-  hidden = (width,) * (depth - 1)
-  sampler = variance.dense_ntk_sampler(hidden, x0, xg)
-  ens = {}
-  for i, m in enumerate(ms):
-    ks = variance.sample_over_inits(sampler, jax.random.fold_in(key, i + 1), m,
-                                    chunk_size=chunk, progress=progress(f'ensemble m={m}'))
-    ens[str(m)] = np.asarray(ks, np.float64).mean(0)[0]
-  nmk_sampler = sampler if nmk_width == width else variance.dense_ntk_sampler(
-      (nmk_width,) * (depth - 1), x0, xg)
-  nmk = variance.neural_mean_kernel(nmk_sampler, jax.random.fold_in(key, 0), nmk_samples,
-                                    chunk_size=chunk, progress=progress('NMK'))
-  inf = np.asarray(infinite.infinite_ntk(x0, xg, depth=depth, backend='jax'), np.float64)[0]
+  conv = variance.ntk_convergence(key, depth=depth, width=width, multiplicities=ms,
+                                  num_angles=num_angles, nmk_samples=nmk_samples,
+                                  nmk_width=nmk_width, chunk_size=chunk, progress=progress)
+  gamma, ens, inf = conv.gamma, conv.ensemble_ntk, conv.infinite_ntk
   elapsed = time.time() - start
 
-  nmk_mean, nmk_se = nmk.mean[0], nmk.stderr[0]
+  nmk_mean, nmk_se = conv.nmk, conv.nmk_stderr
   print(f'depth={depth} width={width} angles={num_angles} NMK: {nmk_samples} inits of width '
         f'{nmk_width}; {elapsed:.1f} s')
   print(f'{"m":>6} {"rms(K_e - NMK)":>15} {"max|K_e - NMK|":>15}')
@@ -136,7 +86,7 @@ def main(argv):
   }
   cli.write_json(FLAGS.json_out, result)
   if FLAGS.plot_out:
-    plot(FLAGS.plot_out, cli._to_jsonable(result))  # pylint: disable=protected-access
+    plotting.plot_ntk_convergence(result, FLAGS.plot_out)
     logging.info('wrote %s', FLAGS.plot_out)
 
 
