@@ -31,14 +31,16 @@ def run_main(main: Callable[[list[str]], Any]) -> None:
 def _to_jsonable(obj: Any) -> Any:
   if isinstance(obj, dict):
     return {str(k): _to_jsonable(v) for k, v in obj.items()}
+  if hasattr(obj, '_asdict'):  # NamedTuple (before tuple: it is one)
+    return _to_jsonable(obj._asdict())
   if isinstance(obj, (list, tuple)):
     return [_to_jsonable(v) for v in obj]
-  if hasattr(obj, '_asdict'):
-    return _to_jsonable(obj._asdict())
   if isinstance(obj, (np.generic,)):
-    return obj.item()
+    return _to_jsonable(obj.item())
   if hasattr(obj, 'shape') and hasattr(obj, 'tolist'):
-    return np.asarray(obj).tolist()
+    return _to_jsonable(np.asarray(obj).tolist())
+  if isinstance(obj, float) and not np.isfinite(obj):
+    return None  # JSON has no NaN/Inf
   return obj
 
 
