@@ -1,0 +1,448 @@
+"""Fig. 4 of the paper: capacity versus kernel variance (the MNIST ablation, Section 4.1).
+
+Dense NTK-parameterized members (``ce_jax.models.dense``) with ``depth`` weight matrices, hidden
+widths ``n`` and ``k`` outputs (softmax cross-entropy). The baseline is one member of width
+``n~`` (paper: depth 6, ``n~ = 200``). With ``beta(n)`` the parameters of one member and
+``S(n) = (depth - 1) / n`` (``ce_jax.blocks``), the variance law (Assumption 1, Eq. 11) gives an
+ensemble of ``m`` members of width ``n``
+
+    Var(K_e)(m, n) ~ (exp(alpha S(n)) - 1) / m,
+    variance_ratio = Var(K_e)(m, n) / Var(K)(1, n~).
+
+* **Primal curve** (fixed parameters, varying variance): ``m = round(beta(n~) / beta(n))`` for a
+  grid of widths ``n``; total parameters ``m beta(n)`` within half a member of the baseline's.
+* **Dual curve** (fixed variance, varying parameters): for a grid of multiplicities ``m`` the
+  integer ``n`` whose ``variance_ratio`` is closest to 1 (``m_d(n) = m``).
+
+Training many repetitions at once: :func:`make_train_fn` builds ONE pure function
+``key -> TrainOutput`` (initialization and data order from ``key`` via ``fold_in``, Adam inside a
+``lax.scan`` over epochs and minibatches); :func:`train_repetitions` ``jit(vmap(...))``s it over
+``R`` seeds, so ``R`` models train in one compiled program.
+
+Datasets (:func:`load_dataset`): ``'digits'`` (scikit-learn's bundled 8x8 digits, 1,797 images,
+the project's fixed split of 1,347 train / 450 test; offline, the default) and ``'mnist'``
+(``tensorflow_datasets``, imported lazily, only where already prepared).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ce_jax import _validate
+from ce_jax import blocks
+
+__all__ = ['Dataset', 'Design', 'TrainOutput', 'DesignResult', 'AblationResult', 'DATASETS',
+           'load_dataset', 'variance', 'variance_ratio', 'primal_designs', 'dual_designs',
+           'geometric_ints', 'default_primal_widths', 'default_dual_multiplicities',
+           'make_train_fn', 'repetition_keys', 'train_repetitions', 'run_ablation', 'spearman',
+           'plot_ablation']
+
+DATASETS = ('digits', 'mnist')
+
+
+class Dataset(NamedTuple):
+  """Standardized features ``(N, d)`` float32 and integer labels ``(N,)``."""
+  x_train: np.ndarray
+  y_train: np.ndarray
+  x_test: np.ndarray
+  y_test: np.ndarray
+  num_classes: int
+  name: str
+
+
+class Design(NamedTuple):
+  """One ensemble design: ``m`` members of hidden width ``n``.
+
+  ``params = m * beta(n)``; ``variance_ratio = ((exp(alpha S(n)) - 1) / m) /
+  (exp(alpha S(n~)) - 1)`` (1 for the baseline).
+  """
+  n: int
+  m: int
+  params: int
+  variance_ratio: float
+
+
+class TrainOutput(NamedTuple):
+  """Per-repetition results (leading axis ``R`` when vmapped).
+
+  ``epoch_loss``: mean training cross-entropy of each epoch ``(epochs,)``; ``test_error``:
+  fraction misclassified on the test set after training; ``params``: final parameters.
+  """
+  params: Any
+  epoch_loss: jax.Array
+  test_error: jax.Array
+
+
+class DesignResult(NamedTuple):
+  """A design with its test error over repetitions (mean, standard error, all values)."""
+  n: int
+  m: int
+  params: int
+  variance_ratio: float
+  test_error_mean: float
+  test_error_stderr: float
+  test_errors: list
+  final_train_loss_mean: float
+  seconds: float
+
+
+class AblationResult(NamedTuple):
+  primal: list
+  dual: list
+  spearman_primal: float
+  spearman_primal_pvalue: float
+  baseline: Design
+
+
+# ---------------------------------------------------------------------------------------------
+# Data.
+
+
+def _standardize(x_train, x_test):
+  mean = x_train.mean(axis=0)
+  std = x_train.std(axis=0)
+  std = np.where(std > 1e-8, std, 1.0)
+  return ((x_train - mean) / std).astype(np.float32), ((x_test - mean) / std).astype(np.float32)
+
+
+def load_dataset(name: str = 'digits', max_train: int | None = None,
+                 max_test: int | None = None) -> Dataset:
+  """Loads ``name`` (``'digits'`` or ``'mnist'``) flattened, standardized with train statistics.
+
+  ``digits``: scikit-learn's 1,797 8x8 images (d = 64), the project's fixed split of
+  ``ce_jax.input_pipeline.digits_arrays`` (1,347 train / 450 test), then per-pixel
+  standardization (constant pixels left centered). ``mnist``: 60,000 / 10,000 (d = 784) from
+  ``tensorflow_datasets`` without downloading; raises a one-line ``ValueError`` if not prepared.
+  ``max_train`` / ``max_test`` keep the first examples only (subsets for quick runs).
+  """
+  _validate.choice('dataset', name, DATASETS)
+  if max_train is not None:
+    max_train = _validate.positive_int('max_train', max_train)
+  if max_test is not None:
+    max_test = _validate.positive_int('max_test', max_test)
+  if name == 'digits':
+    from ce_jax import input_pipeline  # the project's fixed digits split (1,347 / 450)
+    arrays = input_pipeline.digits_arrays()
+    (x_train, y_train), (x_test, y_test) = arrays['train'], arrays['test']
+    x_train = x_train.reshape(x_train.shape[0], -1).astype(np.float64)
+    x_test = x_test.reshape(x_test.shape[0], -1).astype(np.float64)
+  else:
+    x_train, y_train, x_test, y_test = _load_mnist()
+  x_train, x_test = _standardize(x_train, x_test)
+  if max_train is not None:
+    x_train, y_train = x_train[:max_train], y_train[:max_train]
+  if max_test is not None:
+    x_test, y_test = x_test[:max_test], y_test[:max_test]
+  return Dataset(x_train, np.asarray(y_train, np.int32), x_test, np.asarray(y_test, np.int32),
+                 10, name)
+
+
+def _load_mnist():
+  try:
+    import tensorflow_datasets as tfds  # lazy: optional dependency
+  except ImportError as e:  # pragma: no cover - depends on the installed stack
+    raise ValueError(f"dataset 'mnist' needs tensorflow_datasets ({e}); use --dataset=digits") \
+      from None
+  try:
+    splits = tfds.load('mnist', split=['train', 'test'], batch_size=-1, as_supervised=True,
+                       download=False)
+    (xtr, ytr), (xte, yte) = tfds.as_numpy(splits)
+  except Exception as e:  # noqa: BLE001 - any tfds failure means "not prepared here"
+    msg = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+    raise ValueError(f"dataset 'mnist' is not prepared for tensorflow_datasets here ({msg}); "
+                     'run `tfds build mnist` where online, or use --dataset=digits') from None
+  xtr = xtr.reshape(xtr.shape[0], -1).astype(np.float64) / 255.0
+  xte = xte.reshape(xte.shape[0], -1).astype(np.float64) / 255.0
+  return xtr, ytr, xte, yte
+
+
+# ---------------------------------------------------------------------------------------------
+# Designs along the primal and dual curves (closed forms of ce_jax.blocks).
+
+
+def variance(n, m, depth: int, alpha: float):
+  """Relative ensemble kernel variance ``(exp(alpha (depth-1)/n) - 1) / m`` (vectorized)."""
+  s = blocks.dense_uniform_fan_in_sum(np.asarray(n, np.float64), depth)
+  return np.expm1(alpha * s) / np.asarray(m, np.float64)
+
+
+def variance_ratio(n, m, baseline_width: int, depth: int, alpha: float):
+  """``Var(K_e)(m, n) / Var(K)(1, n~)`` under Assumption 1 (vectorized)."""
+  return variance(n, m, depth, alpha) / variance(baseline_width, 1, depth, alpha)
+
+
+def _check_common(baseline_width, depth, input_dim, num_outputs, alpha):
+  return (_validate.positive_int('baseline_width', baseline_width),
+          _validate.positive_int('depth', depth, minimum=2),
+          _validate.positive_int('input_dim', input_dim),
+          _validate.positive_int('num_outputs', num_outputs),
+          _validate.finite_positive('alpha', alpha))
+
+
+def _beta(n, input_dim, depth, num_outputs) -> int:
+  return int(blocks.dense_uniform_params(int(n), input_dim, depth, num_outputs))
+
+
+def primal_designs(widths: Sequence[int], *, baseline_width: int = 200, depth: int = 6,
+                   input_dim: int = 64, num_outputs: int = 10,
+                   alpha: float = 3.65) -> list[Design]:
+  """Designs on the primal curve: ``m = max(1, round(beta(n~) / beta(n)))`` for each width.
+
+  Total parameters ``m beta(n)`` are within ``beta(n) / 2`` of the baseline's (exactly the
+  baseline for ``n = n~``). Widths above ``n~`` (``m_p < 1``) are rejected. Sorted by ``n``.
+  """
+  baseline_width, depth, input_dim, num_outputs, alpha = _check_common(
+      baseline_width, depth, input_dim, num_outputs, alpha)
+  widths = sorted(set(_validate.int_list('widths', widths)))
+  if widths[-1] > baseline_width:
+    raise ValueError(f'primal widths must be <= baseline_width={baseline_width} (m >= 1), '
+                     f'got {widths[-1]}')
+  beta_s = _beta(baseline_width, input_dim, depth, num_outputs)
+  out = []
+  for n in widths:
+    b = _beta(n, input_dim, depth, num_outputs)
+    m = max(1, int(round(beta_s / b)))
+    out.append(Design(n, m, m * b, float(variance_ratio(n, m, baseline_width, depth, alpha))))
+  return out
+
+
+def dual_designs(multiplicities: Sequence[int], *, baseline_width: int = 200, depth: int = 6,
+                 input_dim: int = 64, num_outputs: int = 10,
+                 alpha: float = 3.65) -> list[Design]:
+  """Designs on the dual curve, one near each target multiplicity in ``multiplicities``.
+
+  The real width solving ``exp(alpha S(n)) - 1 = m (exp(alpha S(n~)) - 1)`` is
+  ``n* = alpha (depth-1) / log(1 + m v~)``; with ``n`` in ``{floor(n*), ceil(n*)}`` and the
+  design's ``m`` in ``{floor(m_d(n)), ceil(m_d(n))}``, the pair with the smallest
+  ``|log variance_ratio|`` is kept (so the ratio is within ``1 +- 1/m`` of 1, not limited by the
+  coarse integer widths; the design's ``m`` stays within a factor 2 of the target). Designs that
+  collapse onto the same ``n`` are merged (the first kept). Sorted by ``m``.
+  """
+  baseline_width, depth, input_dim, num_outputs, alpha = _check_common(
+      baseline_width, depth, input_dim, num_outputs, alpha)
+  ms = sorted(set(_validate.int_list('multiplicities', multiplicities)))
+  v_s = float(variance(baseline_width, 1, depth, alpha))
+  out, seen = [], set()
+  for target in ms:
+    n_star = alpha * (depth - 1) / math.log1p(target * v_s)
+    cands = []
+    for c in {max(1, min(baseline_width, int(math.floor(n_star)))),
+              max(1, min(baseline_width, int(math.ceil(n_star))))}:
+      m_d = float(variance(c, 1, depth, alpha)) / v_s
+      for m in {target, max(1, int(math.floor(m_d))), max(1, int(math.ceil(m_d)))}:
+        if m == target or target / 2 <= m <= 2 * target:  # stay near the target multiplicity
+          cands.append((abs(math.log(variance_ratio(c, m, baseline_width, depth, alpha))), c, m))
+    _, n, m = min(cands)
+    if n in seen:
+      continue
+    seen.add(n)
+    out.append(Design(n, m, m * _beta(n, input_dim, depth, num_outputs),
+                      float(variance_ratio(n, m, baseline_width, depth, alpha))))
+  return out
+
+
+def geometric_ints(lo: int, hi: int, num: int) -> list[int]:
+  """Up to ``num`` distinct integers spaced geometrically from ``lo`` to ``hi`` (both kept)."""
+  lo = _validate.positive_int('lo', lo)
+  hi = _validate.positive_int('hi', hi, minimum=lo)
+  num = _validate.positive_int('num', num)
+  if num == 1:
+    return [hi]
+  vals = np.unique(np.round(np.geomspace(lo, hi, num)).astype(int))
+  return [int(v) for v in vals]
+
+
+def default_primal_widths(baseline_width: int = 200, min_width: int = 4,
+                          num: int = 6) -> list[int]:
+  """Widths from ``min_width`` up to the baseline's, spaced geometrically."""
+  return geometric_ints(min_width, baseline_width, num)
+
+
+def default_dual_multiplicities(baseline_width: int = 200, min_width: int = 4, depth: int = 6,
+                                alpha: float = 3.65, num: int = 6) -> list[int]:
+  """Multiplicities from 1 to ``m_d(min_width)``, spaced geometrically."""
+  ratio = float(variance_ratio(min_width, 1, baseline_width, depth, alpha))
+  return geometric_ints(1, max(1, int(round(ratio))), num)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training R repetitions in one compiled program.
+
+
+def make_train_fn(model, data: Dataset, *, epochs: int, batch_size: int = 128,
+                  learning_rate: float = 1e-2) -> Callable[[jax.Array], TrainOutput]:
+  """Returns a pure ``train_one(key) -> TrainOutput`` (Adam, softmax cross-entropy).
+
+  ``key`` seeds everything of one repetition: ``fold_in(key, 0)`` initializes ``model``,
+  ``fold_in(fold_in(key, 1), epoch)`` permutes the training set each epoch (minibatches of
+  ``batch_size``, the last incomplete one dropped). ``model.apply`` maps ``(B, d)`` to
+  ``(B, num_classes)`` logits. The function is jit- and vmap-friendly.
+  """
+  import optax
+
+  epochs = _validate.positive_int('epochs', epochs)
+  batch_size = _validate.positive_int('batch_size', batch_size)
+  learning_rate = _validate.finite_positive('learning_rate', learning_rate)
+  x_train = jnp.asarray(data.x_train)
+  y_train = jnp.asarray(data.y_train)
+  x_test = jnp.asarray(data.x_test)
+  y_test = jnp.asarray(data.y_test)
+  n_train = int(x_train.shape[0])
+  batch_size = min(batch_size, n_train)
+  steps = n_train // batch_size
+  tx = optax.adam(learning_rate)
+
+  def loss_fn(params, xb, yb):
+    logits = model.apply({'params': params}, xb)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
+
+  grad_fn = jax.value_and_grad(loss_fn)
+
+  def train_one(key):
+    init_key = jax.random.fold_in(key, 0)
+    order_key = jax.random.fold_in(key, 1)
+    params = model.init(init_key, x_train[:1])['params']
+    opt_state = tx.init(params)
+
+    def step(carry, idx):
+      p, s = carry
+      loss, g = grad_fn(p, x_train[idx], y_train[idx])
+      updates, s = tx.update(g, s, p)
+      return (optax.apply_updates(p, updates), s), loss
+
+    def epoch(carry, e):
+      perm = jax.random.permutation(jax.random.fold_in(order_key, e), n_train)
+      batches = perm[:steps * batch_size].reshape(steps, batch_size)
+      carry, losses = jax.lax.scan(step, carry, batches)
+      return carry, jnp.mean(losses)
+
+    (params, _), epoch_loss = jax.lax.scan(epoch, (params, opt_state), jnp.arange(epochs))
+    logits = model.apply({'params': params}, x_test)
+    test_error = jnp.mean(jnp.argmax(logits, -1) != y_test)
+    return TrainOutput(params, epoch_loss, test_error)
+
+  return train_one
+
+
+def repetition_keys(seed: int, repetitions: int) -> jax.Array:
+  """``R`` independent keys ``fold_in(PRNGKey(seed), r)``, shape ``(R, 2)``."""
+  repetitions = _validate.positive_int('repetitions', repetitions)
+  base = jax.random.PRNGKey(int(seed))
+  return jax.vmap(lambda r: jax.random.fold_in(base, r))(jnp.arange(repetitions))
+
+
+def train_repetitions(train_one: Callable, keys: jax.Array, chunk: int | None = None):
+  """``jit(vmap(train_one))`` over ``keys`` ``(R, 2)``: ``R`` trainings in one program.
+
+  ``chunk`` bounds memory: runs ``ceil(R / chunk)`` compiled programs of ``chunk`` seeds each
+  (one compilation; a smaller last chunk compiles once more). Returns a ``TrainOutput`` with a
+  leading ``R`` axis on every leaf.
+  """
+  fn = jax.jit(jax.vmap(train_one))
+  r = int(keys.shape[0])
+  if chunk is None or chunk >= r:
+    return jax.block_until_ready(fn(keys))
+  chunk = _validate.positive_int('chunk', chunk)
+  parts = [jax.block_until_ready(fn(keys[i:i + chunk])) for i in range(0, r, chunk)]
+  return jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *parts)
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
+  """Spearman rank correlation of ``x`` and ``y`` and its two-sided p-value (nan if < 3)."""
+  x, y = np.asarray(x, float), np.asarray(y, float)
+  if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+    return float('nan'), float('nan')
+  from scipy import stats
+  res = stats.spearmanr(x, y)
+  return float(res.statistic), float(res.pvalue)
+
+
+def run_ablation(data: Dataset, primal: Sequence[Design], dual: Sequence[Design], *,
+                 depth: int = 6, repetitions: int = 10, epochs: int = 20,
+                 batch_size: int = 128, learning_rate: float = 1e-2, seed: int = 0,
+                 chunk: int | None = None, baseline: Design | None = None,
+                 progress: Callable[[str], None] | None = print) -> AblationResult:
+  """Trains every design ``repetitions`` times (one vmapped program per design).
+
+  Repetition ``r`` of every design uses the key ``fold_in(PRNGKey(seed), r)``. Returns the
+  designs with test-error mean and standard error (``std / sqrt(R)``) and the Spearman
+  correlation of the primal errors with ``variance_ratio``.
+  """
+  from ce_jax.models.dense import DenseEnsemble
+
+  depth = _validate.positive_int('depth', depth, minimum=2)
+  keys = repetition_keys(seed, repetitions)
+  cache: dict[tuple[int, int], DesignResult] = {}
+  todo = [('primal', d) for d in primal] + [('dual', d) for d in dual]
+
+  def run(i, curve, d):
+    if (d.m, d.n) in cache:
+      return cache[(d.m, d.n)]
+    t0 = time.time()
+    model = DenseEnsemble(d.m, (d.n,) * (depth - 1), data.num_classes)
+    out = train_repetitions(make_train_fn(model, data, epochs=epochs, batch_size=batch_size,
+                                          learning_rate=learning_rate), keys, chunk)
+    errs = np.asarray(out.test_error, np.float64)
+    se = float(errs.std(ddof=1) / math.sqrt(errs.size)) if errs.size > 1 else float('nan')
+    res = DesignResult(d.n, d.m, d.params, d.variance_ratio, float(errs.mean()), se,
+                       errs.tolist(), float(np.mean(np.asarray(out.epoch_loss)[:, -1])),
+                       time.time() - t0)
+    cache[(d.m, d.n)] = res
+    if progress:
+      progress(f'[{i + 1}/{len(todo)}] {curve:6s} m={d.m:5d} n={d.n:4d} params={d.params:9d} '
+               f'var_ratio={d.variance_ratio:7.3f} test_error={res.test_error_mean:.4f}'
+               f'+-{se:.4f} train_loss={res.final_train_loss_mean:.4f} ({res.seconds:.1f}s)')
+    return res
+
+  results = {'primal': [], 'dual': []}
+  for i, (curve, d) in enumerate(todo):
+    results[curve].append(run(i, curve, d))
+  rho, p = spearman([r.variance_ratio for r in results['primal']],
+                    [r.test_error_mean for r in results['primal']])
+  return AblationResult(results['primal'], results['dual'], rho, p, baseline)
+
+
+def plot_ablation(result: AblationResult, path: str, title: str = '') -> None:
+  """The paper's four panels: error (blue) with Var(K) ratio (a, b) or parameters (c, d)."""
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+
+  fig, axes = plt.subplots(1, 4, figsize=(18, 4))
+  panels = [('primal', 'variance_ratio', '(a) Primal', 'Var(K) / Var(K baseline)'),
+            ('dual', 'variance_ratio', '(b) Dual', 'Var(K) / Var(K baseline)'),
+            ('primal', 'params', '(c) Primal', 'parameters'),
+            ('dual', 'params', '(d) Dual', 'parameters')]
+  for ax, (curve, key, name, label) in zip(axes, panels):
+    rows = sorted(getattr(result, curve), key=lambda r: r.n)
+    n = [r.n for r in rows]
+    err = np.array([r.test_error_mean for r in rows]) * 100
+    se = np.array([r.test_error_stderr for r in rows]) * 100
+    ax.errorbar(n, err, yerr=np.nan_to_num(se), color='tab:blue', marker='o', capsize=3)
+    ax.set_xscale('log')
+    ax.set_xlabel('member width n')
+    ax.set_ylabel('test error (%)', color='tab:blue')
+    ax2 = ax.twinx()
+    ax2.plot(n, [getattr(r, key) for r in rows], color='tab:red', marker='s', ls='--')
+    ax2.set_ylabel(label, color='tab:red')
+    if key == 'variance_ratio' and curve == 'primal':
+      ax2.set_yscale('log')
+    elif key == 'variance_ratio':
+      ax2.set_ylim(0, max(2.0, 1.2 * max(r.variance_ratio for r in rows)))
+    else:
+      ax2.set_ylim(0, 1.15 * max(r.params for r in rows))
+    for r in rows:
+      ax.annotate(f'm={r.m}', (r.n, r.test_error_mean * 100), fontsize=7,
+                  textcoords='offset points', xytext=(0, 6), ha='center')
+    ax.set_title(name)
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)

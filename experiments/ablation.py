@@ -1,0 +1,139 @@
+r"""Fig. 4 (Section 4.1): test error along the primal and dual curves of a dense baseline.
+
+  python experiments/ablation.py --dataset=digits --repetitions=10 --epochs=20 \
+      --json_out=/tmp/ablation.json --plot_out=/tmp/ablation.png
+
+Baseline: one NTK-parameterized dense member of depth 6 and width 200 (ten outputs, softmax
+cross-entropy). Primal designs keep the total parameters (m = round(beta(n~)/beta(n))) and vary
+Var(K) ~ (exp(alpha S(n)) - 1)/m; dual designs keep Var(K) (ratio ~ 1) and vary parameters.
+Every design trains ``--repetitions`` times with Adam in ONE compiled program (``jax.vmap`` over
+seeds inside a jitted ``lax.scan``); repetition r uses seed ``fold_in(PRNGKey(seed), r)``.
+
+JSON keys: ``primal`` and ``dual`` (lists of ``n``, ``m``, ``params``, ``variance_ratio``,
+``test_error_mean``, ``test_error_stderr``), ``spearman_primal`` (rank correlation of the error
+with Var(K) along the primal curve; null with fewer than 3 designs), plus
+``spearman_primal_pvalue``, ``spearman_dual_params``, ``baseline``, ``config`` and ``seconds``.
+See ``docs/ABLATION.md``.
+"""
+
+from __future__ import annotations
+
+import time
+
+from absl import flags
+from absl import logging
+
+from ce_jax import cli
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('dataset', 'digits', 'digits (offline, default) | mnist (tfds, if prepared)')
+flags.DEFINE_integer('repetitions', 10, 'trainings per design (vmapped over seeds; paper: 100)')
+flags.DEFINE_integer('epochs', 20, 'training epochs (paper: 70)')
+flags.DEFINE_float('alpha', 3.65, 'variance-law exponent of the dense member (SPEC section 3)')
+flags.DEFINE_string('json_out', None, 'write the results here (JSON)')
+flags.DEFINE_string('plot_out', None, 'write the four-panel figure (PNG) here')
+flags.DEFINE_integer('baseline_width', 200, 'width n~ of the baseline member')
+flags.DEFINE_integer('depth', 6, 'number of weight matrices of every member')
+flags.DEFINE_integer('num_primal', 6, 'number of primal designs (geometric widths)')
+flags.DEFINE_integer('num_dual', 6, 'number of dual designs (geometric multiplicities)')
+flags.DEFINE_integer('min_width', 4, 'smallest member width on either curve')
+flags.DEFINE_string('primal_widths', None, 'explicit comma list of primal widths (overrides)')
+flags.DEFINE_string('dual_multiplicities', None, 'explicit comma list of dual m (overrides)')
+flags.DEFINE_integer('batch_size', 128, 'minibatch size')
+flags.DEFINE_float('learning_rate', 1e-2, 'Adam learning rate')
+flags.DEFINE_integer('seed', 0, 'PRNG seed')
+flags.DEFINE_integer('chunk', 0, 'seeds per compiled program (0: all repetitions at once)')
+flags.DEFINE_integer('max_train', 0, 'use only the first N training examples (0: all)')
+
+
+def _finite_or_none(x):
+  """JSON has no NaN: an undefined correlation (fewer than 3 designs) is written as null."""
+  return None if x != x else x
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise ValueError(f'unexpected positional arguments: {argv[1:]}')
+  from ce_jax import _validate, ablation  # pylint: disable=g-import-not-at-top
+
+  dataset = _validate.choice('--dataset', FLAGS.dataset, ablation.DATASETS)
+  repetitions = _validate.positive_int('--repetitions', FLAGS.repetitions)
+  epochs = _validate.positive_int('--epochs', FLAGS.epochs)
+  alpha = _validate.finite_positive('--alpha', FLAGS.alpha)
+  baseline_width = _validate.positive_int('--baseline_width', FLAGS.baseline_width)
+  depth = _validate.positive_int('--depth', FLAGS.depth, minimum=2)
+  min_width = _validate.positive_int('--min_width', FLAGS.min_width)
+  if min_width > baseline_width:
+    raise ValueError(f'--min_width must be <= --baseline_width={baseline_width}, got {min_width}')
+  batch_size = _validate.positive_int('--batch_size', FLAGS.batch_size)
+  lr = _validate.finite_positive('--learning_rate', FLAGS.learning_rate)
+  chunk = _validate.positive_int('--chunk', FLAGS.chunk, minimum=0) or None
+  max_train = _validate.positive_int('--max_train', FLAGS.max_train, minimum=0) or None
+  if FLAGS.primal_widths:
+    widths = _validate.int_list('--primal_widths', FLAGS.primal_widths)
+  else:
+    widths = ablation.default_primal_widths(
+        baseline_width, min_width, _validate.positive_int('--num_primal', FLAGS.num_primal))
+  if FLAGS.dual_multiplicities:
+    ms = _validate.int_list('--dual_multiplicities', FLAGS.dual_multiplicities)
+  else:
+    ms = ablation.default_dual_multiplicities(
+        baseline_width, min_width, depth, alpha,
+        _validate.positive_int('--num_dual', FLAGS.num_dual))
+
+  start = time.time()
+  data = ablation.load_dataset(dataset, max_train=max_train)
+  d_in = int(data.x_train.shape[1])
+  kw = dict(baseline_width=baseline_width, depth=depth, input_dim=d_in,
+            num_outputs=data.num_classes, alpha=alpha)
+  primal = ablation.primal_designs(widths, **kw)
+  dual = ablation.dual_designs(ms, **kw)
+  baseline = ablation.primal_designs([baseline_width], **kw)[0]
+  logging.info('%s: %d train / %d test, d=%d; baseline %dx%d (%d params); %d primal + %d dual '
+               'designs x %d repetitions x %d epochs', dataset, len(data.y_train),
+               len(data.y_test), d_in, depth, baseline_width, baseline.params, len(primal),
+               len(dual), repetitions, epochs)
+  result = ablation.run_ablation(data, primal, dual, depth=depth, repetitions=repetitions,
+                                 epochs=epochs, batch_size=batch_size, learning_rate=lr,
+                                 seed=FLAGS.seed, chunk=chunk, baseline=baseline,
+                                 progress=lambda s: logging.info('%s', s))
+  elapsed = time.time() - start
+  rho_dual, _ = ablation.spearman([r.params for r in result.dual],
+                                  [r.test_error_mean for r in result.dual])
+
+  print(f'{"curve":>6} {"m":>5} {"n":>4} {"params":>9} {"Var ratio":>9} {"error %":>8} '
+        f'{"+-":>6}')
+  for curve in ('primal', 'dual'):
+    for r in getattr(result, curve):
+      print(f'{curve:>6} {r.m:>5} {r.n:>4} {r.params:>9} {r.variance_ratio:>9.3f} '
+            f'{100 * r.test_error_mean:>8.2f} {100 * r.test_error_stderr:>6.2f}')
+  print(f'{dataset}: spearman(error, Var(K)) along primal = {result.spearman_primal:.3f} '
+        f'(p = {result.spearman_primal_pvalue:.3g}); spearman(error, params) along dual = '
+        f'{rho_dual:.3f}; {repetitions} repetitions x {epochs} epochs, {elapsed:.0f} s')
+
+  keys = ('n', 'm', 'params', 'variance_ratio', 'test_error_mean', 'test_error_stderr',
+          'final_train_loss_mean')
+  cli.write_json(FLAGS.json_out, {
+      'primal': [{k: getattr(r, k) for k in keys} for r in result.primal],
+      'dual': [{k: getattr(r, k) for k in keys} for r in result.dual],
+      'spearman_primal': _finite_or_none(result.spearman_primal),
+      'spearman_primal_pvalue': _finite_or_none(result.spearman_primal_pvalue),
+      'spearman_dual_params': _finite_or_none(rho_dual),
+      'baseline': baseline._asdict(),
+      'config': {'dataset': dataset, 'repetitions': repetitions, 'epochs': epochs,
+                 'alpha': alpha, 'depth': depth, 'baseline_width': baseline_width,
+                 'batch_size': batch_size, 'learning_rate': lr, 'seed': FLAGS.seed,
+                 'num_train': int(len(data.y_train)), 'num_test': int(len(data.y_test)),
+                 'optimizer': 'adam', 'loss': 'softmax_cross_entropy'},
+      'seconds': elapsed,
+  })
+  if FLAGS.plot_out:
+    cli.ensure_parent(FLAGS.plot_out)
+    ablation.plot_ablation(result, FLAGS.plot_out,
+                           f'{dataset}: depth {depth}, baseline width {baseline_width}, '
+                           f'{repetitions} repetitions x {epochs} epochs')
+    logging.info('wrote %s', FLAGS.plot_out)
+
+
+if __name__ == '__main__':
+  cli.run_main(main)

@@ -1,0 +1,136 @@
+r"""Theorem 1 (appendix Fig. 3): change of the ensemble NTK during training against m * n.
+
+  python experiments/ntk_dynamics.py --ds=4,6,8,12,16 --steps=300 --seeds=3 \
+      --json_out=/tmp/dynamics.json --plot_out=/tmp/dynamics.png
+
+Depth-4 dense collegial ensembles (NTK parameterization, scalar output) on a grid of (m, n)
+holding the appendix figure's panels for each d: (a) m = 1, n = d^2; (b) m = n = d; (c) width
+``--fixed_width`` with m matching panel (a)'s parameters. Each trains by full-batch gradient
+descent on the L2 loss (digits subset, +-1 parity target); the NTK on a probe set is compared
+between initialization and the end of training. Slope of log(change) vs log(m n): theory -1.
+
+JSON keys: ``points`` (list of ``m``, ``n``, ``delta_offdiag``, ``delta_frob_rel``, plus
+``params``, ``panel``, ``mn``, standard errors and losses), ``slope`` and ``slope_stderr`` (fit of
+the quantity chosen by ``--fit_on``), ``fit_frob``, ``fit_offdiag``, ``panel_fits_frob``
+(per-panel fits of ``delta_frob_rel``), ``config``, ``seconds``. See ``docs/ABLATION.md``.
+"""
+
+from __future__ import annotations
+
+import time
+
+from absl import flags
+from absl import logging
+
+from ce_jax import cli
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('ds', '4,6,8,12,16', 'comma list of d: designs (1, d^2), (d, d), (m_c, n_c)')
+flags.DEFINE_integer('fixed_width', 16, 'panel (c): member width n with m matching (1, d^2)')
+flags.DEFINE_integer('depth', 4, 'number of weight matrices of every member')
+flags.DEFINE_integer('steps', 300, 'full-batch gradient-descent steps')
+flags.DEFINE_float('learning_rate', 1.0, 'gradient-descent step size (time t = lr * steps)')
+flags.DEFINE_integer('num_train', 128, 'training examples (digits subset)')
+flags.DEFINE_integer('num_probe', 8, 'probe inputs for the kernel (entry [0, 1] is tracked)')
+flags.DEFINE_integer('seeds', 3, 'initializations per design (vmapped), averaged')
+flags.DEFINE_integer('seed', 0, 'PRNG seed')
+flags.DEFINE_string('fit_on', 'frob', 'frob | offdiag: the change reported as slope')
+flags.DEFINE_string('json_out', None, 'write the results here (JSON)')
+flags.DEFINE_string('plot_out', None, 'write the figure (PNG) here')
+
+
+def plot(path, result, fit_on):
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+  for ax, key, fit, name in ((axes[0], 'delta_offdiag', result.fit_offdiag, '|dK[0,1]|'),
+                             (axes[1], 'delta_frob_rel', result.fit_frob,
+                              '||dK||_F / ||K(0)||_F')):
+    for panel, color, label in (('a', 'tab:red', '(a) m=1, n=d^2'), ('b', 'tab:blue', '(b) m=n=d'),
+                                ('c', 'tab:green', '(c) fixed n, params of (a)')):
+      pts = [p for p in result.points if panel in p.panel]
+      if pts:
+        ax.errorbar([p.mn for p in pts], [getattr(p, key) for p in pts],
+                    yerr=[getattr(p, key + '_stderr') for p in pts], fmt='o', color=color,
+                    capsize=3, label=label, alpha=0.8)
+    mn = np.array(sorted({p.mn for p in result.points}), float)
+    ax.plot(mn, np.exp(fit.intercept) * mn ** fit.slope, 'k-',
+            label=f'fit slope {fit.slope:.2f} +- {fit.slope_stderr:.2f}')
+    ax.plot(mn, np.exp(fit.intercept) * mn[0] ** fit.slope * (mn / mn[0]) ** -1.0, 'k:',
+            label='slope -1 (Theorem 1)')
+    ax.set_xscale('log')
+    ax.set_yscale('log')
+    ax.set_xlabel('m n')
+    reported = key == {'frob': 'delta_frob_rel', 'offdiag': 'delta_offdiag'}[fit_on]
+    ax.set_ylabel(name + ('  (reported slope)' if reported else ''))
+    ax.legend(fontsize=8)
+  fig.suptitle('NTK change between initialization and end of training (depth-4 ensembles)')
+  fig.tight_layout()
+  cli.ensure_parent(path)
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise ValueError(f'unexpected positional arguments: {argv[1:]}')
+  from ce_jax import _validate, dynamics  # pylint: disable=g-import-not-at-top
+
+  ds = _validate.int_list('--ds', FLAGS.ds)
+  fixed_width = _validate.positive_int('--fixed_width', FLAGS.fixed_width)
+  depth = _validate.positive_int('--depth', FLAGS.depth, minimum=2)
+  steps = _validate.positive_int('--steps', FLAGS.steps)
+  lr = _validate.finite_positive('--learning_rate', FLAGS.learning_rate)
+  num_train = _validate.positive_int('--num_train', FLAGS.num_train)
+  num_probe = _validate.positive_int('--num_probe', FLAGS.num_probe, minimum=2)
+  seeds = _validate.positive_int('--seeds', FLAGS.seeds)
+  fit_on = _validate.choice('--fit_on', FLAGS.fit_on, ('frob', 'offdiag'))
+
+  start = time.time()
+  x, y, xp = dynamics.regression_data(num_train, num_probe)
+  grid = dynamics.design_grid(ds, fixed_width=fixed_width, input_dim=x.shape[1], depth=depth)
+  if len({g.m * g.n for g in grid}) < 2 or len(grid) < 3:
+    raise ValueError(f'--ds={FLAGS.ds} gives {len(grid)} designs; need >= 3 with two distinct '
+                     'm*n for a slope')
+  logging.info('%d designs, %d seeds, %d GD steps (lr %g) on %d digits, %d probes', len(grid),
+               seeds, steps, lr, num_train, num_probe)
+  result = dynamics.run_dynamics(grid, x, y, xp, depth=depth, steps=steps, learning_rate=lr,
+                                 seeds=seeds, seed=FLAGS.seed,
+                                 progress=lambda s: logging.info('%s', s))
+  elapsed = time.time() - start
+  fit = result.fit_frob if fit_on == 'frob' else result.fit_offdiag
+
+  print(f'{"panel":>5} {"m":>4} {"n":>4} {"m*n":>6} {"params":>8} {"|dK01|":>10} '
+        f'{"dK_F/K_F":>10} {"loss T":>8}')
+  for p in result.points:
+    print(f'{p.panel:>5} {p.m:>4} {p.n:>4} {p.mn:>6} {p.params:>8} {p.delta_offdiag:>10.3e} '
+          f'{p.delta_frob_rel:>10.3e} {p.loss_final:>8.4f}')
+  print(f'log-log slope vs m*n (theory -1): frob {result.fit_frob.slope:.3f} +- '
+        f'{result.fit_frob.slope_stderr:.3f} (R^2 {result.fit_frob.r2:.2f}); offdiag '
+        f'{result.fit_offdiag.slope:.3f} +- {result.fit_offdiag.slope_stderr:.3f} '
+        f'(R^2 {result.fit_offdiag.r2:.2f}); {elapsed:.0f} s')
+  for panel, f in result.panel_fits.items():
+    print(f'  panel ({panel}) frob slope {f.slope:.3f} +- {f.slope_stderr:.3f} '
+          f'({f.num_points} points)')
+
+  cli.write_json(FLAGS.json_out, {
+      'points': [p._asdict() for p in result.points],
+      'slope': fit.slope, 'slope_stderr': fit.slope_stderr, 'fit_on': fit_on,
+      'fit_frob': result.fit_frob._asdict(), 'fit_offdiag': result.fit_offdiag._asdict(),
+      'panel_fits_frob': {k: v._asdict() for k, v in result.panel_fits.items()},
+      'config': {'ds': list(ds), 'fixed_width': fixed_width, 'depth': depth, 'steps': steps,
+                 'learning_rate': lr, 'num_train': num_train, 'num_probe': num_probe,
+                 'seeds': seeds, 'seed': FLAGS.seed, 'loss': 'l2', 'optimizer': 'full-batch gd',
+                 'dataset': 'digits', 'target': 'parity (+1 even, -1 odd)'},
+      'seconds': elapsed,
+  })
+  if FLAGS.plot_out:
+    plot(FLAGS.plot_out, result, fit_on)
+    logging.info('wrote %s', FLAGS.plot_out)
+
+
+if __name__ == '__main__':
+  cli.run_main(main)
