@@ -46,7 +46,20 @@ flags.DEFINE_bool('quick', False, 'tiny settings (tests): few trials, 2 seeds, 1
 INPUT_DIM, NUM_CLASSES = 64, 10  # digits: 8x8 images, 10 classes
 
 
-def fit_alpha(widths, trials, depth, seed):
+def fit_alpha(widths, trials, depth, seed, cache_path):
+  """Algorithm 1 for the dense member; reuses ``cache_path`` if it holds the same settings."""
+  settings = {'widths': list(widths), 'trials': trials, 'depth': depth, 'seed': seed,
+              'input_dim': INPUT_DIM}
+  if os.path.exists(cache_path):
+    with open(cache_path) as f:
+      cached = json.load(f)
+    if cached.get('settings') == settings:
+      est = alpha_lib.AlphaEstimate(
+          cached['block'], alpha_lib.AlphaFit(**cached['fit']),
+          tuple(alpha_lib.AlphaPoint(**p) for p in cached['points']), cached['trials'])
+      print(f'  alpha = {est.fit.alpha:.3f} +- {est.fit.alpha_stderr:.3f}: reused {cache_path}',
+            flush=True)
+      return est
   t0 = time.time()
 
   def progress(i, done, total):
@@ -57,6 +70,7 @@ def fit_alpha(widths, trials, depth, seed):
                                  input_dim=INPUT_DIM, progress=progress)
   print(f'  alpha = {est.fit.alpha:.3f} +- {est.fit.alpha_stderr:.3f} (R^2 {est.fit.r2:.3f}, '
         f'{trials} trials x {len(widths)} widths, {time.time() - t0:.1f}s)', flush=True)
+  cli.write_json(cache_path, {'settings': settings, **est._asdict()})
   return est
 
 
@@ -120,7 +134,7 @@ def main(argv):
   t_start = time.time()
 
   print(f'[1/3] Algorithm 1: fit alpha for the depth-{depth} dense member', flush=True)
-  est = fit_alpha(widths, trials, depth, FLAGS.seed)
+  est = fit_alpha(widths, trials, depth, FLAGS.seed, os.path.join(workdir, 'alpha.json'))
   alpha = float(est.fit.alpha)
   if not np.isfinite(alpha) or alpha <= 0:
     raise ValueError(f'the alpha fit gave {alpha!r}; raise --alpha_trials')

@@ -32,7 +32,7 @@ def test_demo_quick_end_to_end_and_reuses_finished_runs(binary, tmp_path):
   assert 'test error (%)' in proc.stdout
   # Rerunning reuses every finished training run (long jobs never lose finished work).
   again = binary('demo', f'--workdir={workdir}', '--quick')
-  assert again.stdout.count('reused') == 6
+  assert again.stdout.count('reused') == 7  # the alpha fit and 3 designs x 2 seeds
   assert load_json(os.path.join(workdir, 'summary.json'))['models'] == summary['models']
 
 
