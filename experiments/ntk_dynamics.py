@@ -39,45 +39,10 @@ flags.DEFINE_string('json_out', None, 'write the results here (JSON)')
 flags.DEFINE_string('plot_out', None, 'write the figure (PNG) here')
 
 
-def plot(path, result, fit_on):
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-
-  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-  for ax, key, fit, name in ((axes[0], 'delta_offdiag', result.fit_offdiag, '|dK[0,1]|'),
-                             (axes[1], 'delta_frob_rel', result.fit_frob,
-                              '||dK||_F / ||K(0)||_F')):
-    for panel, color, label in (('a', 'tab:red', '(a) m=1, n=d^2'), ('b', 'tab:blue', '(b) m=n=d'),
-                                ('c', 'tab:green', '(c) fixed n, params of (a)')):
-      pts = [p for p in result.points if panel in p.panel]
-      if pts:
-        ax.errorbar([p.mn for p in pts], [getattr(p, key) for p in pts],
-                    yerr=[getattr(p, key + '_stderr') for p in pts], fmt='o', color=color,
-                    capsize=3, label=label, alpha=0.8)
-    mn = np.array(sorted({p.mn for p in result.points}), float)
-    ax.plot(mn, np.exp(fit.intercept) * mn ** fit.slope, 'k-',
-            label=f'fit slope {fit.slope:.2f} +- {fit.slope_stderr:.2f}')
-    ax.plot(mn, np.exp(fit.intercept) * mn[0] ** fit.slope * (mn / mn[0]) ** -1.0, 'k:',
-            label='slope -1 (Theorem 1)')
-    ax.set_xscale('log')
-    ax.set_yscale('log')
-    ax.set_xlabel('m n')
-    reported = key == {'frob': 'delta_frob_rel', 'offdiag': 'delta_offdiag'}[fit_on]
-    ax.set_ylabel(name + ('  (reported slope)' if reported else ''))
-    ax.legend(fontsize=8)
-  fig.suptitle('NTK change between initialization and end of training (depth-4 ensembles)')
-  fig.tight_layout()
-  cli.ensure_parent(path)
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-
-
 def main(argv):
   if len(argv) > 1:
     raise ValueError(f'unexpected positional arguments: {argv[1:]}')
-  from ce_jax import _validate, dynamics  # pylint: disable=g-import-not-at-top
+  from ce_jax import _validate, dynamics, plotting  # pylint: disable=g-import-not-at-top
 
   ds = _validate.int_list('--ds', FLAGS.ds)
   fixed_width = _validate.positive_int('--fixed_width', FLAGS.fixed_width)
@@ -128,7 +93,7 @@ def main(argv):
       'seconds': elapsed,
   })
   if FLAGS.plot_out:
-    plot(FLAGS.plot_out, result, fit_on)
+    plotting.plot_dynamics(result, FLAGS.plot_out, fit_on)
     logging.info('wrote %s', FLAGS.plot_out)
 
 
