@@ -242,8 +242,9 @@ def dense_problem(depth: int | None = None, width: int | None = None, input_dim:
 
   def label(m, w):
     w = tuple(int(x) for x in w)
-    ws = str(w[0]) if len(set(w)) == 1 else '-'.join(map(str, w))
-    return f'{int(m)}x[{ws}]'
+    if len(set(w)) == 1:  # uniform member: 'm x n', like the paper's '30x48'
+      return f'{int(m)}x{w[0]}'
+    return f'{int(m)}x[{"-".join(map(str, w))}]'  # heterogeneous widths per layer
 
   return Problem('dense', efficiency, grid_n, cand, beta * unit, s, unit * beta_s,
                  float(sum(1.0 / w for w in base)), 1, base, network,

@@ -135,7 +135,7 @@ def test_heterogeneous_dense_widths():
 def test_evaluate_what_if():
   p = solver.dense_problem(depth=6, width=500, input_dim=748)
   d = solver.evaluate(p, 3.65, m=30, n=48)
-  assert d.label == '30x[48]' and abs(d.m - 30.43) < 0.01
+  assert d.label == '30x48' and abs(d.m - 30.43) < 0.01
   p = solver.resnext_problem('resnext38', 1, 128, num_classes=1000)
   d = solver.evaluate(p, 1.6, m=37, n=10)
   assert round(d.params / 1e6, 2) == 57.67
