@@ -8,7 +8,8 @@ Names and hyperparameters:
 
 * ``resnext29`` / ``resnext38`` / ``resnext50`` / ``resnext101``: ``cardinality`` (1),
   ``base_width`` (64; 1 x 64d is ResNet), ``num_classes`` (10 for 29, else 1000), ``dtype``,
-  ``conv``, ``stage_outputs`` (per-stage outputs, default 256, 512, ...), ``stem_channels`` (64).
+  ``conv``, ``stage_outputs`` (per-stage outputs, default 256, 512, ...), ``stem_channels``
+  (64), ``layers`` ('fast', the default: ce_jax.models.layers; 'stock': flax's layers).
 * ``wrn``: ``depth`` (28), ``widen_factor`` (10), ``num_classes`` (1000), ``num_stages``
   (inferred from depth), ``dtype``, ``conv``.
 * ``dense``: :class:`ce_jax.models.dense.DenseMember` (``widths``, ``num_outputs``).
@@ -25,7 +26,7 @@ import inspect
 from typing import Any, Callable
 
 _RESNEXT_KEYS = ('cardinality', 'base_width', 'num_classes', 'dtype', 'conv', 'stage_outputs',
-                 'stem_channels')
+                 'stem_channels', 'layers')
 
 
 def _resnext(name: str) -> Callable[..., Any]:

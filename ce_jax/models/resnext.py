@@ -25,9 +25,12 @@ Architecture (``../shared/SPEC.md`` section 4, the official ResNeXt code):
   statistics in the ``batch_stats`` collection (``train=True`` uses batch statistics and updates
   them: ``apply(..., mutable=['batch_stats'])``).
 
-``conv`` is a module field (default ``nn.Conv``) so a faster grouped convolution with the same
-parameter layout (``kernel`` of shape ``(kh, kw, in/groups, out)``) can be swapped in without
-changing parameter names.
+By default (``layers='fast'``) the convolutions are :class:`ce_jax.models.layers.GroupedConv` and
+the BatchNorms :class:`ce_jax.models.layers.FastBatchNorm`: the same parameter layout (``kernel``
+of shape ``(kh, kw, in/groups, out)``), names, initialization and numerics (to float32 rounding)
+as ``nn.Conv(feature_group_count=C)`` / ``nn.BatchNorm``, which ``layers='stock'`` selects, but
+with grouped kernel gradients that avoid XLA:CPU's slow path (docs/PERFORMANCE.md). Checkpoints
+and parameter counts are interchangeable between the two.
 
 Inputs: ``x`` of shape ``(batch, H, W, 3)`` (NHWC); output logits ``(batch, num_classes)``.
 """
@@ -45,6 +48,17 @@ from ce_jax import _validate
 ModuleDef = Any
 
 conv_init = nn.initializers.variance_scaling(2.0, 'fan_in', 'normal')
+
+LAYERS = ('fast', 'stock')
+
+
+def layer_modules(layers: str = 'fast') -> tuple[ModuleDef, ModuleDef]:
+  """``(conv, batch_norm)`` modules: 'fast' (ce_jax.models.layers) or 'stock' (flax)."""
+  _validate.choice('layers', layers, LAYERS)
+  if layers == 'stock':
+    return nn.Conv, nn.BatchNorm
+  from ce_jax.models import layers as fast  # pylint: disable=g-import-not-at-top
+  return fast.GroupedConv, fast.FastBatchNorm
 
 # name -> (blocks per stage, stage outputs, stem)
 ARCHITECTURES = {
@@ -122,7 +136,11 @@ class ResNeXt(nn.Module):
     stem: 'cifar' (3x3 conv, no pooling) or 'imagenet' (7x7/2 conv + 3x3/2 max pool).
     stem_channels: output channels of the stem conv (64).
     dtype: computation dtype (parameters stay float32).
-    conv: convolution module (``nn.Conv`` layout); swap for a faster grouped conv.
+    conv: convolution module (``nn.Conv`` layout) overriding ``layers``' choice.
+    layers: 'fast' (default: :class:`ce_jax.models.layers.GroupedConv` and
+      :class:`~ce_jax.models.layers.FastBatchNorm`, same parameters and numerics as flax's,
+      fast grouped kernel gradients on XLA:CPU, docs/PERFORMANCE.md) or 'stock'
+      (``nn.Conv(feature_group_count=C)`` and ``nn.BatchNorm``).
   """
   stage_sizes: Sequence[int]
   stage_outputs: Sequence[int]
@@ -132,24 +150,28 @@ class ResNeXt(nn.Module):
   stem: str = 'cifar'
   stem_channels: int = 64
   dtype: Any = jnp.float32
-  conv: ModuleDef = nn.Conv
+  conv: ModuleDef | None = None
+  layers: str = 'fast'
 
   def __post_init__(self):
+    _validate.choice('layers', self.layers, LAYERS)
     validate_config(self.stage_sizes, self.stage_outputs, self.cardinality, self.base_width,
                     self.num_classes, self.stem, self.stem_channels)
     super().__post_init__()
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
+    default_conv, batch_norm = layer_modules(self.layers)
+    conv = self.conv or default_conv
+    norm = functools.partial(batch_norm, use_running_average=not train, momentum=0.9,
                              epsilon=1e-5, dtype=self.dtype)
     x = jnp.asarray(x, self.dtype)
     if self.stem == 'cifar':
-      x = self.conv(self.stem_channels, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
+      x = conv(self.stem_channels, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
                     kernel_init=conv_init, dtype=self.dtype, name='stem_conv')(x)
       x = nn.relu(norm(name='stem_bn')(x))
     else:
-      x = self.conv(self.stem_channels, (7, 7), strides=(2, 2), padding=((3, 3), (3, 3)),
+      x = conv(self.stem_channels, (7, 7), strides=(2, 2), padding=((3, 3), (3, 3)),
                     use_bias=False, kernel_init=conv_init, dtype=self.dtype, name='stem_conv')(x)
       x = nn.relu(norm(name='stem_bn')(x))
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
@@ -158,7 +180,7 @@ class ResNeXt(nn.Module):
       for j in range(num_blocks):
         strides = 2 if (i > 0 and j == 0) else 1
         x = Bottleneck(width=width, out_channels=out, cardinality=self.cardinality,
-                       strides=strides, conv=self.conv, norm=norm, dtype=self.dtype,
+                       strides=strides, conv=conv, norm=norm, dtype=self.dtype,
                        name=f'stage{i + 1}_block{j + 1}')(x)
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dense(self.num_classes, dtype=self.dtype, name='classifier')(x)
@@ -166,8 +188,8 @@ class ResNeXt(nn.Module):
 
 
 def resnext(name: str, cardinality: int = 1, base_width: int = 64, num_classes: int | None = None,
-            dtype: Any = jnp.float32, conv: ModuleDef = nn.Conv, stage_outputs=None,
-            stem_channels: int = 64) -> ResNeXt:
+            dtype: Any = jnp.float32, conv: ModuleDef | None = None, stage_outputs=None,
+            stem_channels: int = 64, layers: str = 'fast') -> ResNeXt:
   """Builds one of ``ARCHITECTURES`` (``num_classes`` default: 10 for 29, 1000 otherwise)."""
   _validate.choice('model', name, ARCHITECTURES)
   sizes, outputs, stem = ARCHITECTURES[name]
@@ -177,7 +199,7 @@ def resnext(name: str, cardinality: int = 1, base_width: int = 64, num_classes: 
     outputs = _validate.int_list('stage_outputs', stage_outputs)
   return ResNeXt(stage_sizes=sizes, stage_outputs=outputs, cardinality=cardinality,
                  base_width=base_width, num_classes=num_classes, stem=stem,
-                 stem_channels=stem_channels, dtype=dtype, conv=conv)
+                 stem_channels=stem_channels, dtype=dtype, conv=conv, layers=layers)
 
 
 ResNeXt29: Callable[..., ResNeXt] = functools.partial(resnext, 'resnext29')

@@ -1,0 +1,319 @@
+"""One ResNeXt-29 training step, ce_jax vs the same architecture in torch (issue 6 section 4).
+
+A step is forward (BatchNorm in train mode), cross-entropy on random labels, backward and an
+SGD-with-momentum update (lr 0.1, momentum 0.9), on a batch of ``--batch`` random 32x32x3 images.
+
+* ``ce_jax``: ``ce_jax.models.resnext`` ResNeXt-29 as built by default (``layers='fast'``):
+  ``GroupedConv`` and
+  :class:`ce_jax.models.layers.FastBatchNorm` (same parameter tree as the model zoo's), jitted,
+  optax SGD;
+* ``ce_jax_flax_bn`` (``--compare_bn``): the model zoo's ResNeXt-29 with ``conv=GroupedConv``
+  and stock ``nn.BatchNorm`` (isolates the BatchNorm change);
+* ``torch``: the same ResNeXt-29 written below in torch (eager, channels_last, float32); the
+  parameter counts are asserted equal.
+
+Rounds are interleaved, medians of ``--reps`` after a warm-up step. ``ratio = ce_jax_img_s /
+torch_img_s``. With ``--check_stock`` (always in ``--quick``) one step of the ce_jax model is
+compared with the stock flax model (nn.Conv + nn.BatchNorm) from the same state.
+
+  python experiments/benchmark_train.py --json_out=/tmp/bench_train.json
+  python experiments/benchmark_train.py --quick --no_torch
+"""
+
+from __future__ import annotations
+
+import functools
+import platform
+import statistics
+import time
+from typing import Any
+
+from absl import flags
+from absl import logging
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ce_jax import _validate
+from ce_jax import cli
+from ce_jax.models import layers
+from ce_jax.models import resnext
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('models', '1x128d,3x64d,37x10d,10x10d',
+                    'comma list of CARDINALITYxBASE_WIDTHd ResNeXt-29 designs')
+flags.DEFINE_integer('batch', 16, 'batch size')
+flags.DEFINE_integer('size', 32, 'image height = width')
+flags.DEFINE_integer('reps', 5, 'timed interleaved rounds (median reported)')
+flags.DEFINE_bool('no_torch', False, 'skip torch (JAX only)')
+flags.DEFINE_bool('compare_bn', False, 'also time the model zoo ResNeXt with stock nn.BatchNorm')
+flags.DEFINE_bool('check_stock', False, 'compare one ce_jax step with the stock flax model')
+flags.DEFINE_bool('quick', False, 'tiny settings for tests: stage outputs 16,32,64, stem 8, '
+                  'model 2x16d, batch 2, 8x8 images, 2 rounds')
+flags.DEFINE_string('json_out', None, 'write results as JSON here')
+
+NUM_CLASSES = 10
+
+
+def parse_models(text: str) -> list[tuple[int, int]]:
+  """``'1x128d,37x10d'`` -> ``[(1, 128), (37, 10)]`` (one-line ValueError otherwise)."""
+  out = []
+  for part in [p.strip() for p in text.split(',') if p.strip()]:
+    bits = part.lower().rstrip('d').split('x')
+    try:
+      c, w = int(bits[0]), int(bits[1])
+      if len(bits) != 2:
+        raise ValueError
+    except (ValueError, IndexError):
+      raise ValueError(f'models must be a comma list like 37x10d, got {part!r}') from None
+    out.append((_validate.positive_int('cardinality', c), _validate.positive_int('base_width', w)))
+  if not out:
+    raise ValueError(f'models must be a non-empty comma list like 37x10d, got {text!r}')
+  return out
+
+
+def jax_models(cardinality, base_width, stage_outputs, stem_channels):
+  sizes, _, _ = resnext.ARCHITECTURES['resnext29']
+  kw = dict(stage_sizes=sizes, stage_outputs=stage_outputs, cardinality=cardinality,
+            base_width=base_width, num_classes=NUM_CLASSES, stem='cifar',
+            stem_channels=stem_channels)
+  return {
+      'ce_jax': resnext.ResNeXt(layers='fast', **kw),  # the zoo's default
+      'ce_jax_flax_bn': resnext.ResNeXt(conv=layers.GroupedConv, layers='stock', **kw),
+      'stock_flax': resnext.ResNeXt(layers='stock', **kw),
+  }
+
+
+def make_jax_step(model, tx):
+  """Jitted SGD step: (params, batch_stats, opt_state, x, y) -> (new state..., loss)."""
+  def step(params, batch_stats, opt_state, x, y):
+    def loss_fn(p):
+      logits, new = model.apply({'params': p, 'batch_stats': batch_stats}, x, train=True,
+                                mutable=['batch_stats'])
+      return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), new
+    (loss, new), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), new['batch_stats'], opt_state, loss
+  return jax.jit(step)
+
+
+def torch_resnext29(torch, cardinality, base_width, stage_outputs, stem_channels):
+  """ResNeXt-29 in torch with the layout of ``ce_jax.models.resnext`` (for the benchmark)."""
+  tnn = torch.nn
+
+  class Bottleneck(tnn.Module):
+    def __init__(self, cin, width, out, groups, stride):
+      super().__init__()
+      self.conv1 = tnn.Conv2d(cin, width, 1, bias=False)
+      self.bn1 = tnn.BatchNorm2d(width, momentum=0.1, eps=1e-5)
+      self.conv2 = tnn.Conv2d(width, width, 3, stride=stride, padding=1, groups=groups,
+                              bias=False)
+      self.bn2 = tnn.BatchNorm2d(width, momentum=0.1, eps=1e-5)
+      self.conv3 = tnn.Conv2d(width, out, 1, bias=False)
+      self.bn3 = tnn.BatchNorm2d(out, momentum=0.1, eps=1e-5)
+      self.shortcut = None
+      if cin != out or stride != 1:
+        self.shortcut = tnn.Sequential(tnn.Conv2d(cin, out, 1, stride=stride, bias=False),
+                                       tnn.BatchNorm2d(out, momentum=0.1, eps=1e-5))
+
+    def forward(self, x):
+      y = torch.relu(self.bn1(self.conv1(x)))
+      y = torch.relu(self.bn2(self.conv2(y)))
+      y = self.bn3(self.conv3(y))
+      return torch.relu(y + (x if self.shortcut is None else self.shortcut(x)))
+
+  class Net(tnn.Module):
+    def __init__(self):
+      super().__init__()
+      self.stem = tnn.Sequential(tnn.Conv2d(3, stem_channels, 3, padding=1, bias=False),
+                                 tnn.BatchNorm2d(stem_channels, momentum=0.1, eps=1e-5),
+                                 tnn.ReLU())
+      blocks, cin = [], stem_channels
+      sizes, _, _ = resnext.ARCHITECTURES['resnext29']
+      for i, (n, out) in enumerate(zip(sizes, stage_outputs)):
+        width = resnext.stage_width(cardinality, base_width, out)
+        for j in range(n):
+          blocks.append(Bottleneck(cin, width, out, cardinality, 2 if (i > 0 and j == 0) else 1))
+          cin = out
+      self.blocks = tnn.Sequential(*blocks)
+      self.fc = tnn.Linear(cin, NUM_CLASSES)
+
+    def forward(self, x):
+      x = self.blocks(self.stem(x))
+      return self.fc(x.mean(dim=(2, 3)))
+
+  return Net()
+
+
+def versions(torch=None) -> dict:
+  import flax  # pylint: disable=g-import-not-at-top
+  out = {'python': platform.python_version(), 'jax': jax.__version__, 'flax': flax.__version__,
+         'numpy': np.__version__, 'backend': jax.default_backend()}
+  if torch is not None:
+    out['torch'] = torch.__version__
+    out['torch_threads'] = torch.get_num_threads()
+  return out
+
+
+def machine() -> dict:
+  import os  # pylint: disable=g-import-not-at-top
+  cpu = platform.processor()
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.startswith('model name'):
+          cpu = line.split(':', 1)[1].strip()
+          break
+  except OSError:
+    pass
+  return {'cpu': cpu, 'cores': os.cpu_count(), 'platform': platform.platform(),
+          'load_average': os.getloadavg()}
+
+
+def _import_torch():
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise ValueError('torch is not installed: pip install torch==2.13.0 (the `bench` extra), '
+                     'or pass --no_torch') from None
+  return torch
+
+
+def run_benchmark(models, batch, size, reps, stage_outputs, stem_channels, use_torch, compare_bn,
+                  check_stock, log=print):
+  """Runs the benchmark; returns (list of per-model result dicts, torch module or None)."""
+  torch = _import_torch() if use_torch else None
+  tx = optax.sgd(0.1, momentum=0.9)
+  rng = np.random.default_rng(0)
+  x_np = rng.standard_normal((batch, size, size, 3)).astype(np.float32)
+  y_np = rng.integers(0, NUM_CLASSES, batch)
+  x, y = jnp.asarray(x_np), jnp.asarray(y_np)
+  variants = ['ce_jax'] + (['ce_jax_flax_bn'] if compare_bn else [])
+  setups = []
+  for card, width in models:
+    name = f'{card}x{width}d'
+    mods = jax_models(card, width, stage_outputs, stem_channels)
+    v = mods['stock_flax'].init(jax.random.PRNGKey(0), x, train=False)
+    n_params = sum(int(np.prod(a.shape)) for a in jax.tree_util.tree_leaves(v['params']))
+    s = {'name': name, 'cardinality': card, 'base_width': width, 'params': n_params, 'states': {},
+         'steps': {}, 'times': {k: [] for k in variants + ['torch']}}
+    for k in variants:
+      s['steps'][k] = make_jax_step(mods[k], tx)
+      s['states'][k] = (v['params'], v['batch_stats'], tx.init(v['params']))
+    if check_stock:
+      s['check'] = (make_jax_step(mods['stock_flax'], tx), v)
+    if torch is not None:
+      net = torch_resnext29(torch, card, width, stage_outputs, stem_channels)
+      n_torch = sum(p.numel() for p in net.parameters())
+      if n_torch != n_params:
+        raise AssertionError(f'{name}: torch model has {n_torch} parameters, ce_jax {n_params}')
+      net = net.to(memory_format=torch.channels_last).train()
+      opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+      tx_t = torch.tensor(x_np.transpose(0, 3, 1, 2)).contiguous(
+          memory_format=torch.channels_last)
+      ty_t = torch.tensor(y_np, dtype=torch.long)
+
+      def torch_step(net=net, opt=opt, tx_t=tx_t, ty_t=ty_t):
+        opt.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(net(tx_t), ty_t)
+        loss.backward()
+        opt.step()
+        return loss.item()
+      s['torch'] = torch_step
+    setups.append(s)
+
+  def jax_step(s, k):
+    params, bs, opt_state = s['states'][k]
+    t0 = time.perf_counter()
+    params, bs, opt_state, loss = s['steps'][k](params, bs, opt_state, x, y)
+    jax.block_until_ready((params, loss))
+    dt = time.perf_counter() - t0
+    s['states'][k] = (params, bs, opt_state)
+    return dt, float(loss)
+
+  results = []
+  for s in setups:
+    res = {'name': s['name'], 'cardinality': s['cardinality'], 'base_width': s['base_width'],
+           'params': s['params']}
+    for k in variants:
+      log(f'{s["name"]}: compiling {k}')
+      t0 = time.perf_counter()
+      if k == 'ce_jax' and 'check' in s:
+        stock_step, v = s['check']
+        p0, b0, o0 = s['states'][k]
+        ours = s['steps'][k](p0, b0, o0, x, y)
+        ref = stock_step(p0, b0, o0, x, y)
+        errs = [float(jnp.max(jnp.abs(a - b)) / jnp.maximum(1e-30, jnp.max(jnp.abs(b))))
+                for a, b in zip(jax.tree_util.tree_leaves(ours[:2]),
+                                jax.tree_util.tree_leaves(ref[:2]))]
+        res['max_rel_err_vs_stock'] = max(errs)
+        res['loss_ce_jax'], res['loss_stock_flax'] = float(ours[3]), float(ref[3])
+      _, loss = jax_step(s, k)
+      res[f'{k}_compile_s'] = time.perf_counter() - t0
+      res[f'{k}_first_loss'] = loss
+    if 'torch' in s:
+      res['torch_first_loss'] = s['torch']()
+    results.append(res)
+
+  for rnd in range(reps):
+    log(f'round {rnd + 1}/{reps}')
+    for s in setups:
+      for k in variants:
+        s['times'][k].append(jax_step(s, k)[0])
+      if 'torch' in s:
+        t0 = time.perf_counter()
+        s['torch']()
+        s['times']['torch'].append(time.perf_counter() - t0)
+
+  for s, res in zip(setups, results):
+    for k in variants + ['torch']:
+      t = s['times'][k]
+      res[f'{k}_step_s'] = statistics.median(t) if t else None
+      res[f'{k}_img_s'] = batch / statistics.median(t) if t else None
+      res[f'{k}_all_s'] = t
+    res['ratio'] = (res['ce_jax_img_s'] / res['torch_img_s']) if res['torch_img_s'] else None
+    if compare_bn:
+      res['fast_bn_speedup'] = res['ce_jax_img_s'] / res['ce_jax_flax_bn_img_s']
+  return results, torch
+
+
+def main(argv):
+  del argv
+  if FLAGS.quick:
+    models, batch, size, reps = [(2, 16)], 2, 8, 2
+    stage_outputs, stem_channels, check = (16, 32, 64), 8, True
+  else:
+    models = parse_models(FLAGS.models)
+    batch = _validate.positive_int('batch', FLAGS.batch)
+    size = _validate.positive_int('size', FLAGS.size, minimum=4)
+    reps = _validate.positive_int('reps', FLAGS.reps)
+    stage_outputs, stem_channels, check = (256, 512, 1024), 64, FLAGS.check_stock
+  for card, width in models:
+    resnext.validate_config((3, 3, 3), stage_outputs, card, width, NUM_CLASSES)
+  results, torch = run_benchmark(models, batch, size, reps, stage_outputs, stem_channels,
+                                 not FLAGS.no_torch, FLAGS.compare_bn, check, log=logging.info)
+  print(f'ResNeXt-29 training step (SGD momentum), batch {batch}, {size}x{size}, float32, '
+        f'median of {reps} interleaved rounds (images / s)')
+  head = f'{"model":>8} {"params":>10} {"ce_jax":>8} {"torch":>8} {"ratio":>6}'
+  if FLAGS.compare_bn:
+    head += f' {"flax_bn":>8} {"bn_gain":>7}'
+  print(head)
+  for r in results:
+    torch_s = f'{r["torch_img_s"]:8.2f}' if r['torch_img_s'] else f'{"-":>8}'
+    ratio = f'{r["ratio"]:6.2f}' if r['ratio'] else f'{"-":>6}'
+    line = f'{r["name"]:>8} {r["params"]:>10} {r["ce_jax_img_s"]:8.2f} {torch_s} {ratio}'
+    if FLAGS.compare_bn:
+      line += f' {r["ce_jax_flax_bn_img_s"]:8.2f} {r["fast_bn_speedup"]:7.2f}'
+    print(line)
+  cli.write_json(FLAGS.json_out, {
+      'benchmark': 'ResNeXt-29 training step (forward, backward, SGD momentum)',
+      'settings': {'batch': batch, 'size': size, 'reps': reps, 'stage_outputs': stage_outputs,
+                   'stem_channels': stem_channels, 'dtype': 'float32', 'quick': FLAGS.quick,
+                   'torch_layout': 'channels_last', 'optimizer': 'SGD lr 0.1 momentum 0.9'},
+      'machine': machine(), 'versions': versions(torch), 'models': results})
+
+
+if __name__ == '__main__':
+  cli.run_main(main)

@@ -1,0 +1,264 @@
+"""GroupedConv and FastBatchNorm against flax's nn.Conv / nn.BatchNorm (values and gradients)."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.experimental  # noqa: F401  (enable_x64 on jax < 0.9)
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ce_jax.models import layers
+from ce_jax.models.layers import FastBatchNorm, GroupedConv
+
+def enable_x64():
+  """``jax.experimental.enable_x64()`` (jax < 0.9) or ``jax.enable_x64(True)`` (newer)."""
+  if hasattr(jax.experimental, 'enable_x64'):
+    return jax.experimental.enable_x64()
+  return jax.enable_x64(True)
+
+
+TOL = {jnp.float32: 2e-5, jnp.bfloat16: 3e-2, jnp.float64: 1e-11}
+
+
+def _close(a, b, tol, what):
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  assert a.shape == b.shape, what
+  scale = max(1.0, float(np.max(np.abs(b))))
+  err = float(np.max(np.abs(a - b))) if a.size else 0.0
+  assert err <= tol * scale, f'{what}: max error {err:.3g} > {tol:.1g} * {scale:.3g}'
+
+
+def _conv_case(groups, stride, padding, dtype, impl, chunk=1, ci=2, co=3, use_bias=True):
+  """Compares GroupedConv with nn.Conv: params, outputs and both gradients (random cotangent)."""
+  key = jax.random.PRNGKey(groups * 7 + stride)
+  kx, kr = jax.random.split(key)
+  x = jax.random.normal(kx, (2, 7, 6, groups * ci), dtype)
+  kw = dict(features=groups * co, kernel_size=(3, 3), strides=stride, padding=padding,
+            feature_group_count=groups, use_bias=use_bias, dtype=dtype,
+            param_dtype=jnp.float32 if dtype == jnp.bfloat16 else dtype)
+  ours, ref = GroupedConv(impl=impl, chunk=chunk, **kw), nn.Conv(**kw)
+  p_ours, p_ref = ours.init(key, x), ref.init(key, x)
+  assert jax.tree_util.tree_structure(p_ours) == jax.tree_util.tree_structure(p_ref)
+  for a, b in zip(jax.tree_util.tree_leaves(p_ours), jax.tree_util.tree_leaves(p_ref)):
+    assert a.shape == b.shape and a.dtype == b.dtype and bool(jnp.all(a == b))
+  y_ref = ref.apply(p_ref, x)
+  r = jax.random.normal(kr, y_ref.shape, dtype)
+
+  def loss(mod):
+    return jax.jit(jax.value_and_grad(
+        lambda p, x: jnp.sum((mod.apply(p, x) * r).astype(jnp.float32)), argnums=(0, 1)))
+
+  y = ours.apply(p_ref, x)
+  assert y.dtype == y_ref.dtype
+  tol = TOL[dtype]
+  _close(y, y_ref, tol, 'output')
+  (_, (gp, gx)), (_, (gp_ref, gx_ref)) = loss(ours)(p_ref, x), loss(ref)(p_ref, x)
+  _close(gx, gx_ref, tol, 'input gradient')
+  _close(gp['params']['kernel'], gp_ref['params']['kernel'], tol, 'kernel gradient')
+  if use_bias:
+    _close(gp['params']['bias'], gp_ref['params']['bias'], tol, 'bias gradient')
+
+
+EXPLICIT = ((1, 1), (0, 2))
+
+
+@pytest.mark.parametrize('groups,stride,padding', [
+    (1, 1, 'SAME'), (1, 2, EXPLICIT), (2, 1, 'VALID'), (2, 2, 'SAME'), (3, 1, EXPLICIT),
+    (3, 2, 'VALID'), (10, 1, 'SAME'), (10, 2, EXPLICIT), (37, 1, 'VALID'), (37, 2, 'SAME')])
+def test_grouped_conv_matches_flax_float32(groups, stride, padding):
+  _conv_case(groups, stride, padding, jnp.float32, 'auto')
+
+
+@pytest.mark.parametrize('impl', ['loop', 'grouped_loop', 'grouped_transposed'])
+@pytest.mark.parametrize('groups,stride,padding', [(3, 1, 'SAME'), (5, 2, ((2, 0), (1, 1)))])
+def test_every_impl_matches_flax(impl, groups, stride, padding):
+  _conv_case(groups, stride, padding, jnp.float32, impl, use_bias=False)
+
+
+@pytest.mark.parametrize('chunk', [2, 4])
+def test_chunked_loop_matches_flax(chunk):
+  _conv_case(10, 2, 'SAME', jnp.float32, 'loop', chunk=chunk)
+
+
+@pytest.mark.parametrize('groups,stride,padding', [(1, 1, 'SAME'), (4, 2, 'SAME'),
+                                                   (10, 1, ((1, 1), (1, 1)))])
+def test_grouped_conv_bfloat16(groups, stride, padding):
+  _conv_case(groups, stride, padding, jnp.bfloat16, 'loop')
+
+
+@pytest.mark.parametrize('impl', ['loop', 'grouped_transposed'])
+@pytest.mark.parametrize('groups,stride,padding', [(3, 2, 'SAME'), (10, 1, 'VALID')])
+def test_grouped_conv_float64(impl, groups, stride, padding):
+  with enable_x64():
+    _conv_case(groups, stride, padding, jnp.float64, impl)
+
+
+def test_grouped_conv_under_jit_and_extra_batch_dims():
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 3, 5, 5, 6))
+  ours = GroupedConv(6, (3, 3), feature_group_count=3, impl='loop')
+  ref = nn.Conv(6, (3, 3), feature_group_count=3)
+  p = ref.init(jax.random.PRNGKey(1), x)
+  _close(jax.jit(ours.apply)(p, x), ref.apply(p, x), 2e-5, 'output')
+
+
+@pytest.mark.slow
+def test_grouped_conv_in_resnext_same_tree_and_gradients():
+  from ce_jax.models import resnext
+  kw = dict(cardinality=4, base_width=64, num_classes=3, stage_outputs=(16, 32, 64),
+            stem_channels=8)
+  ours, ref = resnext.ResNeXt29(conv=GroupedConv, layers='stock', **kw), resnext.ResNeXt29(layers='stock', **kw)
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 3))
+  v = ref.init(jax.random.PRNGKey(1), x)
+  v_ours = ours.init(jax.random.PRNGKey(1), x)
+  assert jax.tree_util.tree_structure(v) == jax.tree_util.tree_structure(v_ours)
+  assert all(bool(jnp.all(a == b)) for a, b in zip(jax.tree_util.tree_leaves(v),
+                                                    jax.tree_util.tree_leaves(v_ours)))
+
+  def grads(model):
+    def loss(p):
+      out, _ = model.apply({'params': p, 'batch_stats': v['batch_stats']}, x, train=True,
+                           mutable=['batch_stats'])
+      return jnp.sum(out * jnp.arange(3.0))
+    return jax.jit(jax.grad(loss))(v['params'])
+
+  for a, b in zip(jax.tree_util.tree_leaves(grads(ours)), jax.tree_util.tree_leaves(grads(ref))):
+    _close(a, b, 1e-4, 'resnext gradient')
+
+
+def test_choose_impl_rule_and_validation():
+  assert layers.choose_impl(1, 'cpu') == 'stock'
+  assert layers.choose_impl(4, 'cpu') == 'loop'
+  assert layers.choose_impl(4, 'gpu') == 'stock'
+  assert layers.choose_impl(4, 'cpu', kernel_dilation=(2, 2)) == 'stock'
+  x = jnp.ones((1, 4, 4, 4))
+  with pytest.raises(ValueError, match='impl must be one of'):
+    GroupedConv(4, (3, 3), feature_group_count=2, impl='fast').init(jax.random.PRNGKey(0), x)
+  with pytest.raises(ValueError, match='chunk must be'):
+    GroupedConv(4, (3, 3), feature_group_count=2, chunk=0).init(jax.random.PRNGKey(0), x)
+  with pytest.raises(ValueError, match='must divide'):
+    GroupedConv(6, (3, 3), feature_group_count=4).init(jax.random.PRNGKey(0), x)
+
+
+# ------------------------------------------------------------------------------------------------
+# FastBatchNorm
+
+
+def _bn_pair(**kw):
+  return FastBatchNorm(**kw), nn.BatchNorm(**kw)
+
+
+@pytest.mark.parametrize('kw,shape', [
+    (dict(momentum=0.9), (8, 5, 5, 6)),
+    (dict(momentum=0.8, epsilon=1e-3, use_fast_variance=False), (6, 4, 4, 3)),
+    (dict(axis=1, use_scale=False), (4, 5, 3, 3)),
+    (dict(use_bias=False), (16, 7)),
+])
+def test_fast_batchnorm_train_and_eval_match_flax(kw, shape):
+  ours, ref = _bn_pair(**kw)
+  k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
+  x = 3.0 * jax.random.normal(k1, shape) + 1.5
+  v, v_ref = ours.init(k2, x, use_running_average=False), ref.init(k2, x, use_running_average=False)
+  assert jax.tree_util.tree_map(jnp.shape, v) == jax.tree_util.tree_map(jnp.shape, v_ref)
+  params = jax.tree_util.tree_map(lambda a: a + jax.random.normal(k3, a.shape), v['params'])
+  stats, stats_ref = v['batch_stats'], v_ref['batch_stats']
+  for step in range(2):  # running averages over two training steps
+    xs = x * (1 + step) - step
+    y, new = ours.apply({'params': params, 'batch_stats': stats}, xs, use_running_average=False,
+                        mutable=['batch_stats'])
+    y_ref, new_ref = ref.apply({'params': params, 'batch_stats': stats_ref}, xs,
+                               use_running_average=False, mutable=['batch_stats'])
+    _close(y, y_ref, 2e-5, 'train output')
+    for name in ('mean', 'var'):
+      _close(new['batch_stats'][name], new_ref['batch_stats'][name], 2e-5, name)
+    stats, stats_ref = new['batch_stats'], new_ref['batch_stats']
+  y = ours.apply({'params': params, 'batch_stats': stats}, x, use_running_average=True)
+  y_ref = ref.apply({'params': params, 'batch_stats': stats}, x, use_running_average=True)
+  _close(y, y_ref, 2e-5, 'eval output')
+
+  r = jax.random.normal(k3, x.shape)
+
+  def grads(mod):
+    def loss(p, x):
+      out, _ = mod.apply({'params': p, 'batch_stats': stats}, x, use_running_average=False,
+                         mutable=['batch_stats'])
+      return jnp.sum(out * r)
+    return jax.grad(loss, argnums=(0, 1))(params, x)
+
+  (gp, gx), (gp_ref, gx_ref) = grads(ours), grads(ref)
+  _close(gx, gx_ref, 2e-5, 'input gradient')
+  for name in gp:
+    _close(gp[name], gp_ref[name], 2e-5, f'{name} gradient')
+
+
+def test_fast_batchnorm_axis_name_under_vmap():
+  """Cross-replica statistics (pmap's axis_name) checked with vmap(axis_name=...)."""
+  ours, ref = _bn_pair(axis_name='batch', momentum=0.9)
+  x = jax.random.normal(jax.random.PRNGKey(0), (3, 4, 2, 2, 5)) * 2 + 1  # 3 "devices"
+  v = ref.init(jax.random.PRNGKey(1), x[0], use_running_average=False)
+  r = jax.random.normal(jax.random.PRNGKey(2), x.shape)
+
+  def step(mod):
+    def per_device(x, r):
+      def loss(p, x):
+        out, new = mod.apply({'params': p, 'batch_stats': v['batch_stats']}, x,
+                             use_running_average=False, mutable=['batch_stats'])
+        return jnp.sum(out * r), (out, new)
+      return jax.grad(loss, argnums=(0, 1), has_aux=True)(v['params'], x)
+    return jax.vmap(per_device, axis_name='batch')(x, r)
+
+  (gp, gx), (y, new) = step(ours)
+  (gp_ref, gx_ref), (y_ref, new_ref) = step(ref)
+  _close(y, y_ref, 2e-5, 'output')
+  _close(gx, gx_ref, 2e-5, 'input gradient')
+  for name in ('scale', 'bias'):
+    _close(gp[name], gp_ref[name], 2e-5, name)
+  for name in ('mean', 'var'):
+    _close(new['batch_stats'][name], new_ref['batch_stats'][name], 2e-5, name)
+
+
+def test_fast_batchnorm_bfloat16_and_float64():
+  x = jax.random.normal(jax.random.PRNGKey(0), (8, 3, 3, 4))
+  ours, ref = _bn_pair(dtype=jnp.bfloat16)
+  v = ref.init(jax.random.PRNGKey(1), x, use_running_average=False)
+  xb = x.astype(jnp.bfloat16)
+  y, s = ours.apply(v, xb, use_running_average=False, mutable=['batch_stats'])
+  y_ref, s_ref = ref.apply(v, xb, use_running_average=False, mutable=['batch_stats'])
+  assert y.dtype == y_ref.dtype == jnp.bfloat16
+  _close(y, y_ref, 2e-2, 'bfloat16 output')
+  _close(s['batch_stats']['var'], s_ref['batch_stats']['var'], 1e-5, 'bfloat16 var')
+  with enable_x64():
+    ours, ref = _bn_pair(param_dtype=jnp.float64)
+    x64 = x.astype(jnp.float64)
+    v = ref.init(jax.random.PRNGKey(1), x64, use_running_average=False)
+    g = jax.grad(lambda x: jnp.sum(ours.apply(v, x, use_running_average=False,
+                                              mutable=['batch_stats'])[0] ** 3))(x64)
+    g_ref = jax.grad(lambda x: jnp.sum(ref.apply(v, x, use_running_average=False,
+                                                 mutable=['batch_stats'])[0] ** 3))(x64)
+    assert g.dtype == jnp.float64
+    _close(g, g_ref, 1e-11, 'float64 input gradient')
+
+
+def test_resnext_defaults_to_fast_layers_with_stock_numerics():
+  from ce_jax.models import registry, resnext
+  kw = dict(cardinality=3, base_width=64, num_classes=4, stage_outputs=(12, 24, 48),
+            stem_channels=8)
+  fast, stock = resnext.ResNeXt29(**kw), resnext.ResNeXt29(layers='stock', **kw)
+  assert fast.layers == 'fast' and resnext.layer_modules('fast')[0] is GroupedConv
+  assert resnext.layer_modules('stock') == (nn.Conv, nn.BatchNorm)
+  x = jax.random.normal(jax.random.PRNGKey(0), (4, 8, 8, 3))
+  v = stock.init(jax.random.PRNGKey(1), x)
+  v_fast = fast.init(jax.random.PRNGKey(1), x)
+  assert jax.tree_util.tree_structure(v) == jax.tree_util.tree_structure(v_fast)
+  for a, b in zip(jax.tree_util.tree_leaves(v), jax.tree_util.tree_leaves(v_fast)):
+    assert a.shape == b.shape and bool(jnp.all(a == b))  # same init, same keys
+  out_s, st_s = stock.apply(v, x, train=True, mutable=['batch_stats'])
+  out_f, st_f = fast.apply(v, x, train=True, mutable=['batch_stats'])
+  _close(out_f, out_s, 1e-4, 'train-mode logits')
+  for a, b in zip(jax.tree_util.tree_leaves(st_f), jax.tree_util.tree_leaves(st_s)):
+    _close(a, b, 1e-4, 'running statistics')
+  _close(fast.apply(v, x), stock.apply(v, x), 1e-4, 'eval-mode logits')
+  assert registry.get('resnext29', layers='stock', **kw).layers == 'stock'
+  with pytest.raises(ValueError, match="layers must be one of fast, stock; got 'slow'"):
+    resnext.ResNeXt29(layers='slow', **kw)
