@@ -468,7 +468,7 @@ def _diag_core(apply_fn, backend, vmap_axes, trace_axes):
 
 # Per-example gradients (or members' Jacobians) materialized at once when a chunk size is
 # 'auto': 2^19 floats (2 MB in float32) keeps the working set in cache. Measured on the 2-core
-# CPU (docs/perf_ntk.md): 4-7x faster than materializing all of them for the diagonal at
+# CPU (docs/PERFORMANCE.md): 4-7x faster than materializing all of them for the diagonal at
 # N = 256 of the m = 16 ensemble; 2-4x faster over stacked initializations (vmapping a
 # convolution over its kernels becomes a grouped convolution, slow on XLA:CPU); for the
 # ensemble NTK (one member's 64 x 6,176 Jacobian per chunk) 23.4 vs 30.7 ms of CPU time for the

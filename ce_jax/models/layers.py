@@ -32,7 +32,7 @@ Formulations (``impl``):
   ``feature_group_count = G``; output ``(ci, kh, kw, G*co)`` -> ``(kh, kw, ci, G*co)``.
 * ``'auto'`` (default): :func:`choose_impl` -- the documented rule below.
 
-Rule (:func:`choose_impl`, measured in ``docs/perf_conv.md``): ``groups == 1``, input/kernel
+Rule (:func:`choose_impl`, measured in ``docs/PERFORMANCE.md``): ``groups == 1``, input/kernel
 dilation != 1, or a non-CPU backend (cuDNN has fast grouped kernels) -> ``'stock'``; on CPU
 with ``groups > 1`` -> ``'loop'`` (fastest at every ResNeXt shape measured: 3x64, 10x10, 37x10,
 strides 1 and 2; forward + both gradients 9-96x faster than stock and 1.4-2x faster than the
@@ -195,7 +195,7 @@ grouped_conv.defvjp(_grouped_conv_fwd, _grouped_conv_bwd)
 
 def choose_impl(groups: int, backend: str | None = None, input_dilation=(1,),
                 kernel_dilation=(1,)) -> str:
-  """The documented rule of ``impl='auto'`` (see module docstring and docs/perf_conv.md).
+  """The documented rule of ``impl='auto'`` (see module docstring and docs/PERFORMANCE.md).
 
   Args:
     groups: ``feature_group_count``.
