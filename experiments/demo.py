@@ -37,9 +37,9 @@ flags.DEFINE_integer('depth', 4, 'baseline member depth (weight matrices)')
 flags.DEFINE_integer('width', 64, 'baseline member hidden width')
 flags.DEFINE_list('alpha_widths', ['8', '16', '32', '64', '128'],
                   'widths of the alpha fit (n >= 8: smaller widths bias it low, docs/ALPHA.md)')
-flags.DEFINE_integer('alpha_trials', 400, 'Monte-Carlo initializations per width')
-flags.DEFINE_integer('seeds', 3, 'training seeds per design')
-flags.DEFINE_integer('epochs', 15, 'training epochs per run')
+flags.DEFINE_integer('alpha_trials', 1000, 'Monte-Carlo initializations per width')
+flags.DEFINE_integer('seeds', 5, 'training seeds per design')
+flags.DEFINE_integer('epochs', 20, 'training epochs per run')
 flags.DEFINE_integer('seed', 0, 'base seed (alpha fit and first training seed)')
 flags.DEFINE_bool('quick', False, 'tiny settings (tests): few trials, 2 seeds, 1 epoch')
 
@@ -119,6 +119,7 @@ def format_models(models):
 
 def main(argv):
   pylogging.getLogger('absl').setLevel(pylogging.WARNING)
+  pylogging.getLogger('jax._src.xla_bridge').setLevel(pylogging.WARNING)
   if len(argv) > 1:
     raise ValueError(f'unexpected arguments: {" ".join(argv[1:])}')
   depth = _validate.positive_int('depth', FLAGS.depth, minimum=2)

@@ -1,10 +1,12 @@
 """Shared test helpers: run experiment binaries as a user would, in the same interpreter."""
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 
+import jax
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,3 +37,15 @@ def load_json(path):
 @pytest.fixture
 def binary():
   return run_binary
+
+
+@contextlib.contextmanager
+def enable_x64():
+  """float64 inside the block only; works on every JAX (``jax.experimental.enable_x64`` is gone
+  in newer releases). Usage: ``from conftest import enable_x64``; ``with enable_x64(): ...``."""
+  old = jax.config.jax_enable_x64
+  jax.config.update('jax_enable_x64', True)
+  try:
+    yield
+  finally:
+    jax.config.update('jax_enable_x64', old)

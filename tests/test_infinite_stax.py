@@ -1,25 +1,14 @@
 """The pure-JAX ReLU recursion equals neural-tangents' stax kernel (pinned stack only)."""
 
-import contextlib
 
 import jax
 import numpy as np
 import pytest
 
 from ce_jax import infinite
+from conftest import enable_x64
 
 pytest.importorskip('neural_tangents')
-
-
-@contextlib.contextmanager
-def enable_x64():
-  """float64 inside the block only (jax.experimental.enable_x64 is gone in newer JAX)."""
-  old = jax.config.jax_enable_x64
-  jax.config.update('jax_enable_x64', True)
-  try:
-    yield
-  finally:
-    jax.config.update('jax_enable_x64', old)
 
 
 @pytest.mark.parametrize('depth', [2, 3, 4, 6])

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -12,20 +10,14 @@ import pytest
 
 from ce_jax import ntk
 from ce_jax.models import dense
+from conftest import enable_x64
+
+
+x64 = enable_x64
 
 pytest.importorskip('neural_tangents')
 
 IMPLS = ('jacobian_contraction', 'ntk_vector_products')
-
-
-@contextlib.contextmanager
-def x64():
-  old = jax.config.jax_enable_x64
-  jax.config.update('jax_enable_x64', True)
-  try:
-    yield
-  finally:
-    jax.config.update('jax_enable_x64', old)
 
 
 class _SmallConv(nn.Module):

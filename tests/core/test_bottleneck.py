@@ -1,6 +1,5 @@
 """The NTK-parameterized bottleneck block used by Algorithm 1."""
 
-import contextlib
 
 import jax
 import jax.numpy as jnp
@@ -9,17 +8,7 @@ import pytest
 
 from ce_jax import blocks
 from ce_jax.models.bottleneck import NTKBottleneck
-
-
-@contextlib.contextmanager
-def enable_x64():
-  """float64 inside the block only (jax.experimental.enable_x64 is gone in newer JAX)."""
-  old = jax.config.jax_enable_x64
-  jax.config.update('jax_enable_x64', True)
-  try:
-    yield
-  finally:
-    jax.config.update('jax_enable_x64', old)
+from conftest import enable_x64
 
 
 def _numpy_block(params, x, cardinality):

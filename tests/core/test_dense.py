@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from ce_jax.models import dense
+from conftest import enable_x64
 
 
-@contextlib.contextmanager
-def x64():
-  """float64 inside the block only (works on jax 0.5 and on the newest jax)."""
-  old = jax.config.jax_enable_x64
-  jax.config.update('jax_enable_x64', True)
-  try:
-    yield
-  finally:
-    jax.config.update('jax_enable_x64', old)
+x64 = enable_x64
 
 
 def _x(n=6, d=5, seed=0):

@@ -1,6 +1,5 @@
 """Infinite-width NTK of the dense member: closed forms, quadrature and wide-network Monte Carlo."""
 
-import contextlib
 
 import jax
 import jax.numpy as jnp
@@ -9,17 +8,7 @@ import pytest
 
 from ce_jax import infinite
 from ce_jax.models import dense
-
-
-@contextlib.contextmanager
-def enable_x64():
-  """float64 inside the block only (jax.experimental.enable_x64 is gone in newer JAX)."""
-  old = jax.config.jax_enable_x64
-  jax.config.update('jax_enable_x64', True)
-  try:
-    yield
-  finally:
-    jax.config.update('jax_enable_x64', old)
+from conftest import enable_x64
 
 
 @pytest.fixture

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,19 +9,12 @@ import pytest
 
 from ce_jax import ntk
 from ce_jax.models import dense
+from conftest import enable_x64
+
+
+x64 = enable_x64
 
 IMPLS = ('jacobian_contraction', 'ntk_vector_products')
-
-
-@contextlib.contextmanager
-def x64():
-  """float64 inside the block only (works on jax 0.5 and on the newest jax)."""
-  old = jax.config.jax_enable_x64
-  jax.config.update('jax_enable_x64', True)
-  try:
-    yield
-  finally:
-    jax.config.update('jax_enable_x64', old)
 
 
 def _x(n, d=5, seed=0, dtype=jnp.float32):
