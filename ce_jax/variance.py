@@ -79,6 +79,24 @@ def _chunked_keys(key, trials, chunk_size):
   return keys.reshape((num_chunks, chunk_size) + keys.shape[1:]), num_chunks
 
 
+def _compiled_chunk_fns(sample_fn: SampleFn):
+  """``(mapped, chunk)`` jitted functions of ``sample_fn``, compiled once per sampler.
+
+  Cached on the sampler itself (an attribute), so repeated Monte-Carlo calls with the same
+  sampler (e.g. ``ntk_moments`` in a loop, benchmarks) do not retrace; samplers that cannot carry
+  attributes get fresh functions.
+  """
+  fns = getattr(sample_fn, '_ce_jax_compiled', None)
+  if fns is None:
+    chunk_fn = jax.vmap(sample_fn)
+    fns = (jax.jit(lambda k: jax.lax.map(chunk_fn, k)), jax.jit(chunk_fn))
+    try:
+      sample_fn._ce_jax_compiled = fns  # pylint: disable=protected-access
+    except (AttributeError, TypeError):
+      pass
+  return fns
+
+
 def sample_over_inits(sample_fn: SampleFn, key, trials: int, *, chunk_size: int = 64,
                       progress: Progress = None) -> jax.Array:
   """Evaluates ``sample_fn`` on ``trials`` independent keys, chunk by chunk.
@@ -95,11 +113,10 @@ def sample_over_inits(sample_fn: SampleFn, key, trials: int, *, chunk_size: int 
   """
   trials, chunk_size = _check_common(key, trials, chunk_size, min_trials=1)
   keys, num_chunks = _chunked_keys(key, trials, chunk_size)
-  chunk_fn = jax.vmap(sample_fn)
+  mapped, jitted = _compiled_chunk_fns(sample_fn)
   if progress is None:
-    out = jax.jit(lambda k: jax.lax.map(chunk_fn, k))(keys)
+    out = mapped(keys)
   else:
-    jitted = jax.jit(chunk_fn)
     parts = []
     for c in range(num_chunks):
       parts.append(jitted(keys[c]).block_until_ready())  # honest progress (async dispatch)

@@ -163,3 +163,20 @@ def test_bad_sampler_arguments():
     variance.bottleneck_diag_sampler(4, np.ones((1, 3, 3, 4)), in_channels=8)
   with pytest.raises(ValueError, match='width must be an integer >= 1'):
     variance.bottleneck_diag_sampler(0, np.ones((1, 3, 3, 8)), in_channels=8)
+
+
+def test_sample_over_inits_compiles_once_per_sampler():
+  traces = []
+
+  def sample_fn(key):
+    traces.append(1)  # runs only while tracing
+    return jax.random.normal(key, (3,))
+
+  a = variance.sample_over_inits(sample_fn, jax.random.PRNGKey(0), 8, chunk_size=4)
+  b = variance.sample_over_inits(sample_fn, jax.random.PRNGKey(1), 8, chunk_size=4)
+  variance.ntk_moments(sample_fn, jax.random.PRNGKey(2), 8, chunk_size=4)
+  assert len(traces) == 1, f'{len(traces)} traces for one sampler and one shape'
+  assert a.shape == (8, 3) and not np.allclose(a, b)
+  # Trial i always uses split(key, trials)[i], whatever the chunking (and compiled once more).
+  c = variance.sample_over_inits(sample_fn, jax.random.PRNGKey(0), 8, chunk_size=8)
+  np.testing.assert_allclose(a, c, rtol=1e-6)
