@@ -86,3 +86,20 @@ def finite_array(name: str, x: Any, ndim: int | Sequence[int] | None = None):
     bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
     raise ValueError(f'{name} must be finite, got {bad} non-finite entries (shape {shape})')
   return x
+
+
+def input_pair(x1: Any, x2: Any = None):
+  """Validates two input batches ``(N1, d)``, ``(N2, d)`` (``x2=None`` means ``x1``).
+
+  Returns ``(x1, x2)``; raises if either is not 2-D or not finite, if the input dimensions
+  differ, or if ``d < 1``.
+  """
+  finite_array('x1', x1, ndim=2)
+  x2 = x1 if x2 is None else x2
+  finite_array('x2', x2, ndim=2)
+  if np.shape(x1)[1] != np.shape(x2)[1]:
+    raise ValueError(f'x1 and x2 must have the same input dimension, got shapes '
+                     f'{np.shape(x1)} and {np.shape(x2)}')
+  if np.shape(x1)[1] < 1:
+    raise ValueError(f'inputs must have input dimension >= 1, got shape {np.shape(x1)}')
+  return x1, x2

@@ -30,7 +30,6 @@ import math
 from typing import NamedTuple
 
 import jax.numpy as jnp
-import numpy as np
 
 from ce_jax import _validate
 
@@ -41,18 +40,6 @@ class InfiniteKernels(NamedTuple):
   """Infinite-width kernels of one output, each ``(N1, N2)``."""
   ntk: jnp.ndarray
   nngp: jnp.ndarray
-
-
-def _check_inputs(x1, x2):
-  _validate.finite_array('x1', x1, ndim=2)
-  x2 = x1 if x2 is None else x2
-  _validate.finite_array('x2', x2, ndim=2)
-  if np.shape(x1)[1] != np.shape(x2)[1]:
-    raise ValueError(f'x1 and x2 must have the same input dimension, got shapes '
-                     f'{np.shape(x1)} and {np.shape(x2)}')
-  if np.shape(x1)[1] < 1:
-    raise ValueError(f'inputs must have input dimension >= 1, got shape {np.shape(x1)}')
-  return x1, x2
 
 
 def _arccos_step(sigma, q1, q2):
@@ -113,11 +100,8 @@ def _resolve_backend(backend: str) -> str:
   _validate.choice('backend', backend, BACKENDS)
   if backend != 'auto':
     return backend
-  try:
-    import neural_tangents  # pylint: disable=g-import-not-at-top,unused-import
-    return 'nt'
-  except Exception:  # ImportError, or the AttributeErrors neural-tangents raises on jax >= 0.6
-    return 'jax'
+  from ce_jax import ntk  # pylint: disable=g-import-not-at-top
+  return 'nt' if 'nt' in ntk.available_backends() else 'jax'  # same probe as ce_jax.ntk
 
 
 def infinite_kernels(x1, x2=None, *, depth: int, backend: str = 'auto') -> InfiniteKernels:
@@ -133,7 +117,7 @@ def infinite_kernels(x1, x2=None, *, depth: int, backend: str = 'auto') -> Infin
     ``InfiniteKernels(ntk, nngp)``, each ``(N1, N2)``, dimensionless (f is O(1)).
   """
   depth = _validate.positive_int('depth', depth, minimum=2)
-  x1, x2 = _check_inputs(x1, x2)
+  x1, x2 = _validate.input_pair(x1, x2)
   backend = _resolve_backend(backend)
   if backend == 'nt':
     return _kernels_nt(x1, x2, depth)

@@ -94,6 +94,21 @@ def _check_name(name: str) -> str:
   return _validate.choice('dataset', name, DATASETS)
 
 
+
+def _process_split(global_batch_size, process_count, process_index, local_device_count):
+  """``(process_count, process_index, local_devices, per-process batch)``; defaults from jax.
+
+  Raises if the global batch does not split evenly over all devices of all processes.
+  """
+  import jax
+  pc = jax.process_count() if process_count is None else process_count
+  pi = jax.process_index() if process_index is None else process_index
+  nd = jax.local_device_count() if local_device_count is None else local_device_count
+  if global_batch_size % (pc * nd):
+    raise ValueError(f'batch_size must be divisible by the {pc * nd} devices, got '
+                     f'{global_batch_size}')
+  return pc, pi, nd, global_batch_size // pc
+
 def _prepare_hint(name: str, data_dir: str | None) -> str:
   where = data_dir or '~/tensorflow_datasets'
   if name == 'imagenet2012':
@@ -319,17 +334,11 @@ def train_iterator(name: str, *, global_batch_size: int, seed: int, epoch: int,
   (the epoch's length, :func:`steps_per_epoch`) caps the epoch so that every process runs the
   same number of steps even when ``sharding='split'`` gives processes unequal shares.
   """
-  import jax
   import tensorflow as tf
   _check_name(name)
   _validate.choice('sharding', sharding, ('global', 'split'))
-  pc = jax.process_count() if process_count is None else process_count
-  pi = jax.process_index() if process_index is None else process_index
-  nd = jax.local_device_count() if local_device_count is None else local_device_count
-  if global_batch_size % (pc * nd):
-    raise ValueError(f'batch_size must be divisible by the {pc * nd} devices, got '
-                     f'{global_batch_size}')
-  local_batch = global_batch_size // pc
+  pc, pi, nd, local_batch = _process_split(global_batch_size, process_count, process_index,
+                                         local_device_count)
   shuffle_seed = int((seed * 1_000_003 + epoch) % (2**31 - 1))
   ds = _source(name, _SPECS[name]['train'], data_dir, sharded_split=(sharding == 'split'))
   ds = ds.enumerate()
@@ -364,16 +373,10 @@ def eval_iterator(name: str, *, global_batch_size: int, data_dir: str | None = N
   ``(local_devices, per_device)``); every process yields ``num_steps`` batches (default
   :func:`eval_steps`), so pmapped collectives line up across processes.
   """
-  import jax
   import tensorflow as tf
   _check_name(name)
-  pc = jax.process_count() if process_count is None else process_count
-  pi = jax.process_index() if process_index is None else process_index
-  nd = jax.local_device_count() if local_device_count is None else local_device_count
-  if global_batch_size % (pc * nd):
-    raise ValueError(f'batch_size must be divisible by the {pc * nd} devices, got '
-                     f'{global_batch_size}')
-  local_batch = global_batch_size // pc
+  pc, pi, nd, local_batch = _process_split(global_batch_size, process_count, process_index,
+                                         local_device_count)
   if num_steps is None:
     num_steps = eval_steps(get_info(name, data_dir, num_train=num_test, num_test=num_test),
                            global_batch_size, pc)

@@ -257,12 +257,7 @@ def dense_ntk_sampler(widths, x1, x2=None, *, m: int = 1, num_outputs: int = 1,
   from ce_jax.models import dense  # pylint: disable=g-import-not-at-top
   widths = _validate.int_list('widths', widths)
   m = _validate.positive_int('m', m)
-  _validate.finite_array('x1', x1, ndim=2)
-  x2 = x1 if x2 is None else x2
-  _validate.finite_array('x2', x2, ndim=2)
-  if np.shape(x1)[1] != np.shape(x2)[1]:
-    raise ValueError(f'x1 and x2 must have the same input dimension, got shapes '
-                     f'{np.shape(x1)} and {np.shape(x2)}')
+  x1, x2 = _validate.input_pair(x1, x2)
   if m == 1:
     module = dense.DenseMember(widths, num_outputs, param_dtype)
   else:

@@ -20,7 +20,6 @@ torch): relative errors are in the JSON. ``ratio = ce_jax_s / torch_s``.
 
 from __future__ import annotations
 
-import platform
 import statistics
 import time
 
@@ -32,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ce_jax import _validate
+from ce_jax import benchmarking
 from ce_jax import cli
 from ce_jax.models import layers
 
@@ -64,41 +64,6 @@ def parse_designs(text: str) -> list[tuple[int, int]]:
   if not out:
     raise ValueError(f'designs must be a non-empty comma list of GROUPSxWIDTH, got {text!r}')
   return out
-
-
-def import_torch():
-  """Imports torch or raises a one-line ValueError that says how to get it."""
-  try:
-    import torch  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    raise ValueError('torch is not installed: pip install torch==2.13.0 (the `bench` extra), '
-                     'or pass --no_torch') from None
-  return torch
-
-
-def versions(torch=None) -> dict:
-  import flax  # pylint: disable=g-import-not-at-top
-  out = {'python': platform.python_version(), 'jax': jax.__version__, 'flax': flax.__version__,
-         'numpy': np.__version__, 'backend': jax.default_backend()}
-  if torch is not None:
-    out['torch'] = torch.__version__
-    out['torch_threads'] = torch.get_num_threads()
-  return out
-
-
-def machine() -> dict:
-  import os  # pylint: disable=g-import-not-at-top
-  cpu = platform.processor()
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('model name'):
-          cpu = line.split(':', 1)[1].strip()
-          break
-  except OSError:
-    pass
-  return {'cpu': cpu, 'cores': os.cpu_count(), 'platform': platform.platform(),
-          'load_average': os.getloadavg()}
 
 
 def timed(fn) -> float:
@@ -135,7 +100,7 @@ def _torch_step(torch, conv, x, r):
 
 def run(designs, batch, size, reps, stock_once_groups, use_torch, log=print):
   """Runs the benchmark; returns the list of per-design result dicts."""
-  torch = import_torch() if use_torch else None
+  torch = benchmarking.import_torch() if use_torch else None
   setups = []
   for g, w in designs:
     c = g * w
@@ -234,7 +199,7 @@ def main(argv):
       'benchmark': 'grouped 3x3 conv forward + backward (param and input gradients)',
       'settings': {'batch': batch, 'size': size, 'reps': reps, 'stock_once_groups': stock_once,
                    'dtype': 'float32', 'torch_layout': 'channels_last', 'quick': FLAGS.quick},
-      'machine': machine(), 'versions': versions(torch), 'designs': results})
+      'machine': benchmarking.machine(), 'versions': benchmarking.versions(torch), 'designs': results})
 
 
 if __name__ == '__main__':

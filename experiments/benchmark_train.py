@@ -22,21 +22,18 @@ compared with the stock flax model (nn.Conv + nn.BatchNorm) from the same state.
 
 from __future__ import annotations
 
-import functools
-import platform
 import statistics
 import time
-from typing import Any
 
 from absl import flags
 from absl import logging
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 from ce_jax import _validate
+from ce_jax import benchmarking
 from ce_jax import cli
 from ce_jax.models import layers
 from ce_jax.models import resnext
@@ -147,44 +144,10 @@ def torch_resnext29(torch, cardinality, base_width, stage_outputs, stem_channels
   return Net()
 
 
-def versions(torch=None) -> dict:
-  import flax  # pylint: disable=g-import-not-at-top
-  out = {'python': platform.python_version(), 'jax': jax.__version__, 'flax': flax.__version__,
-         'numpy': np.__version__, 'backend': jax.default_backend()}
-  if torch is not None:
-    out['torch'] = torch.__version__
-    out['torch_threads'] = torch.get_num_threads()
-  return out
-
-
-def machine() -> dict:
-  import os  # pylint: disable=g-import-not-at-top
-  cpu = platform.processor()
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('model name'):
-          cpu = line.split(':', 1)[1].strip()
-          break
-  except OSError:
-    pass
-  return {'cpu': cpu, 'cores': os.cpu_count(), 'platform': platform.platform(),
-          'load_average': os.getloadavg()}
-
-
-def _import_torch():
-  try:
-    import torch  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    raise ValueError('torch is not installed: pip install torch==2.13.0 (the `bench` extra), '
-                     'or pass --no_torch') from None
-  return torch
-
-
 def run_benchmark(models, batch, size, reps, stage_outputs, stem_channels, use_torch, compare_bn,
                   check_stock, log=print):
   """Runs the benchmark; returns (list of per-model result dicts, torch module or None)."""
-  torch = _import_torch() if use_torch else None
+  torch = benchmarking.import_torch() if use_torch else None
   tx = optax.sgd(0.1, momentum=0.9)
   rng = np.random.default_rng(0)
   x_np = rng.standard_normal((batch, size, size, 3)).astype(np.float32)
@@ -312,7 +275,7 @@ def main(argv):
       'settings': {'batch': batch, 'size': size, 'reps': reps, 'stage_outputs': stage_outputs,
                    'stem_channels': stem_channels, 'dtype': 'float32', 'quick': FLAGS.quick,
                    'torch_layout': 'channels_last', 'optimizer': 'SGD lr 0.1 momentum 0.9'},
-      'machine': machine(), 'versions': versions(torch), 'models': results})
+      'machine': benchmarking.machine(), 'versions': benchmarking.versions(torch), 'models': results})
 
 
 if __name__ == '__main__':

@@ -1,7 +1,6 @@
 """The pure-JAX ReLU recursion equals neural-tangents' stax kernel (pinned stack only)."""
 
 
-import jax
 import numpy as np
 import pytest
 
