@@ -23,6 +23,7 @@ $(BIN)/python:
 # Reinstall whenever the pins change.
 $(VENV)/.installed: setup.cfg pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -e '.[test]'
+	$(BIN)/python -m ce_jax.onednn build
 	touch $@
 
 install: $(VENV)/.installed
@@ -52,4 +53,4 @@ bench: install
 	$(BIN)/python experiments/benchmark_ntk.py --json_out=runs/bench/ntk.json
 
 clean:
-	rm -rf $(VENV) $(COMPAT_VENV) runs *.egg-info
+	rm -rf $(VENV) $(COMPAT_VENV) runs *.egg-info ce_jax/_build

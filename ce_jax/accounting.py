@@ -6,8 +6,8 @@ of tracing):
 * :func:`count_params` runs ``jax.eval_shape(module.init, ...)`` and counts the ``params``
   collection (``batch_stats`` and other collections are reported separately).
 * :func:`count_flops` traces ``module.apply`` with ``jax.make_jaxpr`` on abstract inputs and
-  sums, over every ``conv_general_dilated`` and ``dot_general`` in the jaxpr (sub-jaxprs
-  included), 2 FLOPs per multiply-add::
+  sums, over every ``conv_general_dilated``, ``dot_general`` and :mod:`ce_jax.onednn`
+  convolution (an ``ffi_call``) in the jaxpr (sub-jaxprs included), 2 FLOPs per multiply-add::
 
       conv:  2 * prod(out.shape) * prod(kernel.shape) / out_features   (kernel (kh, kw, in/G, out))
       dot:   2 * prod(out.shape) * prod(contracted lhs dims)
@@ -125,13 +125,19 @@ def jaxpr_flops(jaxpr) -> FlopCount:
   def walk(jx, mult=1, prefix=''):
     for e in jx.eqns:
       name = e.primitive.name
-      stack = prefix + str(e.source_info.name_stack)
+      stack = (prefix + str(e.source_info.name_stack)).rstrip('/')   # '' inside custom VJPs
       f = 0
       if name == 'conv_general_dilated':
         out = e.outvars[0].aval.shape
         rhs = e.invars[1].aval.shape
         out_feat = rhs[e.params['dimension_numbers'].rhs_spec[0]]
         f = 2 * _size(out) * (_size(rhs) // out_feat)
+        totals['conv'] += f * mult
+      elif name == 'ffi_call' and e.params.get('target_name') == 'ce_onednn_conv_fwd':
+        # ce_jax.onednn's convolution: x (N, *S, C), w (*K, C/G, O) -> (N, *So, O).
+        out = e.outvars[0].aval.shape
+        rhs = e.invars[1].aval.shape
+        f = 2 * _size(out) * (_size(rhs) // rhs[-1])
         totals['conv'] += f * mult
       elif name == 'dot_general':
         (lc, _), _ = e.params['dimension_numbers']

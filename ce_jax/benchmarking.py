@@ -18,6 +18,9 @@ def versions(torch=None) -> dict:
   import flax  # pylint: disable=g-import-not-at-top
   out = {'python': platform.python_version(), 'jax': jax.__version__, 'flax': flax.__version__,
          'numpy': np.__version__, 'backend': jax.default_backend()}
+  from ce_jax import onednn  # pylint: disable=g-import-not-at-top
+  st = onednn.status()
+  out['ce_jax_onednn'] = st['onednn_version'] if st['available'] else f'unavailable: {st["error"]}'
   if torch is not None:
     out['torch'] = torch.__version__
     out['torch_threads'] = torch.get_num_threads()

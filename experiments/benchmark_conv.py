@@ -5,7 +5,10 @@ SAME convolution without bias on a ``(batch, size, size, C)`` input, timed as
 ``value_and_grad`` of ``sum(conv(x) * R)`` w.r.t. the kernel AND the input, with a fixed random
 cotangent ``R`` (``grad`` of ``sum(conv(x))`` lets XLA drop work). Variants:
 
-* ``ce_jax``: :class:`ce_jax.models.layers.GroupedConv` (``impl='auto'``), jitted;
+* ``ce_jax``: :class:`ce_jax.models.layers.GroupedConv` (``impl='auto'``: the oneDNN extension,
+  :mod:`ce_jax.onednn`, where it is available), jitted;
+* ``xla_only``: ``GroupedConv(impl='loop')``, the fastest formulation without the extension
+  (``'stock'`` for one group), jitted;
 * ``stock_flax``: ``flax.linen.Conv(feature_group_count=G)``, jitted (slow on XLA:CPU for G > 1;
   designs with ``G >= --stock_once_groups`` are timed once);
 * ``torch``: ``torch.nn.Conv2d(groups=G)`` eager, channels_last, float32, same kernel and input.
@@ -110,10 +113,12 @@ def run(designs, batch, size, reps, stock_once_groups, use_torch, log=print):
     kw = dict(features=c, kernel_size=(3, 3), padding='SAME', feature_group_count=g,
               use_bias=False)
     ours, stock = layers.GroupedConv(**kw), nn.Conv(**kw)
+    xla_only = layers.GroupedConv(impl='loop' if g > 1 else 'stock', **kw)
     params = stock.init(kp, x)
     s = {'groups': g, 'width': w, 'x': x, 'params': params,
-         'impl': layers.choose_impl(g) if g > 1 else 'stock',
-         'ce_jax': _jax_step(ours, r), 'stock_flax': _jax_step(stock, r)}
+         'impl': layers.choose_impl(g, padding=((1, 1), (1, 1))),
+         'ce_jax': _jax_step(ours, r), 'stock_flax': _jax_step(stock, r),
+         'xla_only': _jax_step(xla_only, r)}
     if torch is not None:
       tx = torch.tensor(np.asarray(x).transpose(0, 3, 1, 2)).contiguous(
           memory_format=torch.channels_last).requires_grad_(True)
@@ -135,11 +140,14 @@ def run(designs, batch, size, reps, stock_once_groups, use_torch, log=print):
     log(f'{key[0]}x{key[1]}: compiling / warm-up ({s["impl"]})')
     (v, (gp, gx)) = s['ce_jax'](s['params'], s['x'])
     (v_ref, (gp_ref, gx_ref)) = s['stock_flax'](s['params'], s['x'])  # compile + warm-up
+    (v_x, (gp_x, gx_x)) = s['xla_only'](s['params'], s['x'])
     err = max(rel_err(v, v_ref), rel_err(gx, gx_ref),
-              rel_err(gp['params']['kernel'], gp_ref['params']['kernel']))
+              rel_err(gp['params']['kernel'], gp_ref['params']['kernel']),
+              rel_err(v_x, v_ref), rel_err(gx_x, gx_ref),
+              rel_err(gp_x['params']['kernel'], gp_ref['params']['kernel']))
     res = {'groups': s['groups'], 'width': s['width'], 'channels': s['groups'] * s['width'],
            'impl': s['impl'], 'max_rel_err_vs_stock': err}
-    times[key] = {'ce_jax': [], 'stock_flax': [], 'torch': []}
+    times[key] = {'ce_jax': [], 'stock_flax': [], 'torch': [], 'xla_only': []}
     if s['groups'] >= stock_once_groups:
       times[key]['stock_flax'].append(timed(lambda s=s: s['stock_flax'](s['params'], s['x'])))
     if 'torch' in s:
@@ -155,6 +163,7 @@ def run(designs, batch, size, reps, stock_once_groups, use_torch, log=print):
     for s in setups:
       key = (s['groups'], s['width'])
       times[key]['ce_jax'].append(timed(lambda s=s: s['ce_jax'](s['params'], s['x'])))
+      times[key]['xla_only'].append(timed(lambda s=s: s['xla_only'](s['params'], s['x'])))
       if s['groups'] < stock_once_groups:
         times[key]['stock_flax'].append(timed(lambda s=s: s['stock_flax'](s['params'], s['x'])))
       if 'torch' in s:
@@ -165,6 +174,7 @@ def run(designs, batch, size, reps, stock_once_groups, use_torch, log=print):
   for res in results:
     t = times[(res['groups'], res['width'])]
     res['ce_jax_s'] = statistics.median(t['ce_jax'])
+    res['xla_only_s'] = statistics.median(t['xla_only'])
     res['stock_flax_s'] = statistics.median(t['stock_flax'])
     res['stock_flax_reps'] = len(t['stock_flax'])
     res['torch_s'] = statistics.median(t['torch']) if t['torch'] else None
@@ -188,13 +198,14 @@ def main(argv):
                        log=logging.info)
   print(f'3x3 conv fwd+bwd, batch {batch}, {size}x{size}, float32, median of {reps} '
         f'interleaved rounds (seconds)')
-  print(f'{"design":>8} {"impl":>6} {"ce_jax":>9} {"stock_flax":>11} {"torch":>9} {"ratio":>6} '
-        f'{"err":>8}')
+  print(f'{"design":>8} {"impl":>6} {"ce_jax":>9} {"xla_only":>9} {"stock_flax":>11} '
+        f'{"torch":>9} {"ratio":>6} {"err":>8}')
   for r in results:
     torch_s = f'{r["torch_s"]:9.4f}' if r['torch_s'] else f'{"-":>9}'
     ratio = f'{r["ratio"]:6.2f}' if r['ratio'] else f'{"-":>6}'
     print(f'{r["groups"]:>4}x{r["width"]:<3} {r["impl"]:>6} {r["ce_jax_s"]:9.4f} '
-          f'{r["stock_flax_s"]:11.4f} {torch_s} {ratio} {r["max_rel_err_vs_stock"]:8.1e}')
+          f'{r["xla_only_s"]:9.4f} {r["stock_flax_s"]:11.4f} {torch_s} {ratio} '
+          f'{r["max_rel_err_vs_stock"]:8.1e}')
   cli.write_json(FLAGS.json_out, {
       'benchmark': 'grouped 3x3 conv forward + backward (param and input gradients)',
       'settings': {'batch': batch, 'size': size, 'reps': reps, 'stock_once_groups': stock_once,

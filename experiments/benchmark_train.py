@@ -7,6 +7,8 @@ SGD-with-momentum update (lr 0.1, momentum 0.9), on a batch of ``--batch`` rando
   ``GroupedConv`` and
   :class:`ce_jax.models.layers.FastBatchNorm` (same parameter tree as the model zoo's), jitted,
   optax SGD;
+* ``xla_only`` (``--compare_xla``): the same model with ``GroupedConv(impl='loop')`` -- the
+  fastest convolutions without the oneDNN extension (:mod:`ce_jax.onednn`);
 * ``ce_jax_flax_bn`` (``--compare_bn``): the model zoo's ResNeXt-29 with ``conv=GroupedConv``
   and stock ``nn.BatchNorm`` (isolates the BatchNorm change);
 * ``torch``: the same ResNeXt-29 written below in torch (eager, channels_last, float32); the
@@ -22,6 +24,7 @@ compared with the stock flax model (nn.Conv + nn.BatchNorm) from the same state.
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 
@@ -46,6 +49,7 @@ flags.DEFINE_integer('size', 32, 'image height = width')
 flags.DEFINE_integer('reps', 5, 'timed interleaved rounds (median reported)')
 flags.DEFINE_bool('no_torch', False, 'skip torch (JAX only)')
 flags.DEFINE_bool('compare_bn', False, 'also time the model zoo ResNeXt with stock nn.BatchNorm')
+flags.DEFINE_bool('compare_xla', False, "also time it with GroupedConv(impl='loop') (no oneDNN)")
 flags.DEFINE_bool('check_stock', False, 'compare one ce_jax step with the stock flax model')
 flags.DEFINE_bool('quick', False, 'tiny settings for tests: stage outputs 16,32,64, stem 8, '
                   'model 2x16d, batch 2, 8x8 images, 2 rounds')
@@ -79,6 +83,8 @@ def jax_models(cardinality, base_width, stage_outputs, stem_channels):
   return {
       'ce_jax': resnext.ResNeXt(layers='fast', **kw),  # the zoo's default
       'ce_jax_flax_bn': resnext.ResNeXt(conv=layers.GroupedConv, layers='stock', **kw),
+      'xla_only': resnext.ResNeXt(conv=functools.partial(layers.GroupedConv, impl='loop'),
+                                  layers='fast', **kw),
       'stock_flax': resnext.ResNeXt(layers='stock', **kw),
   }
 
@@ -145,7 +151,7 @@ def torch_resnext29(torch, cardinality, base_width, stage_outputs, stem_channels
 
 
 def run_benchmark(models, batch, size, reps, stage_outputs, stem_channels, use_torch, compare_bn,
-                  check_stock, log=print):
+                  check_stock, log=print, compare_xla=False):
   """Runs the benchmark; returns (list of per-model result dicts, torch module or None)."""
   torch = benchmarking.import_torch() if use_torch else None
   tx = optax.sgd(0.1, momentum=0.9)
@@ -153,7 +159,8 @@ def run_benchmark(models, batch, size, reps, stage_outputs, stem_channels, use_t
   x_np = rng.standard_normal((batch, size, size, 3)).astype(np.float32)
   y_np = rng.integers(0, NUM_CLASSES, batch)
   x, y = jnp.asarray(x_np), jnp.asarray(y_np)
-  variants = ['ce_jax'] + (['ce_jax_flax_bn'] if compare_bn else [])
+  variants = (['ce_jax'] + (['ce_jax_flax_bn'] if compare_bn else [])
+              + (['xla_only'] if compare_xla else []))
   setups = []
   for card, width in models:
     name = f'{card}x{width}d'
@@ -239,6 +246,8 @@ def run_benchmark(models, batch, size, reps, stage_outputs, stem_channels, use_t
     res['ratio'] = (res['ce_jax_img_s'] / res['torch_img_s']) if res['torch_img_s'] else None
     if compare_bn:
       res['fast_bn_speedup'] = res['ce_jax_img_s'] / res['ce_jax_flax_bn_img_s']
+    if compare_xla:
+      res['onednn_speedup'] = res['ce_jax_img_s'] / res['xla_only_img_s']
   return results, torch
 
 
@@ -256,12 +265,15 @@ def main(argv):
   for card, width in models:
     resnext.validate_config((3, 3, 3), stage_outputs, card, width, NUM_CLASSES)
   results, torch = run_benchmark(models, batch, size, reps, stage_outputs, stem_channels,
-                                 not FLAGS.no_torch, FLAGS.compare_bn, check, log=logging.info)
+                                 not FLAGS.no_torch, FLAGS.compare_bn, check, log=logging.info,
+                                 compare_xla=FLAGS.compare_xla)
   print(f'ResNeXt-29 training step (SGD momentum), batch {batch}, {size}x{size}, float32, '
         f'median of {reps} interleaved rounds (images / s)')
   head = f'{"model":>8} {"params":>10} {"ce_jax":>8} {"torch":>8} {"ratio":>6}'
   if FLAGS.compare_bn:
     head += f' {"flax_bn":>8} {"bn_gain":>7}'
+  if FLAGS.compare_xla:
+    head += f' {"xla_only":>8} {"onednn_gain":>11}'
   print(head)
   for r in results:
     torch_s = f'{r["torch_img_s"]:8.2f}' if r['torch_img_s'] else f'{"-":>8}'
@@ -269,6 +281,8 @@ def main(argv):
     line = f'{r["name"]:>8} {r["params"]:>10} {r["ce_jax_img_s"]:8.2f} {torch_s} {ratio}'
     if FLAGS.compare_bn:
       line += f' {r["ce_jax_flax_bn_img_s"]:8.2f} {r["fast_bn_speedup"]:7.2f}'
+    if FLAGS.compare_xla:
+      line += f' {r["xla_only_img_s"]:8.2f} {r["onednn_speedup"]:11.2f}'
     print(line)
   cli.write_json(FLAGS.json_out, {
       'benchmark': 'ResNeXt-29 training step (forward, backward, SGD momentum)',

@@ -25,27 +25,29 @@ def test_benchmark_conv_quick(binary, tmp_path):
   d = load_json(out)
   assert [(r['groups'], r['width']) for r in d['designs']] == [(1, 8), (3, 4), (5, 2)]
   for r in d['designs']:
-    for key in ('ce_jax_s', 'stock_flax_s'):
+    for key in ('ce_jax_s', 'stock_flax_s', 'xla_only_s'):
       assert r[key] > 0
-    assert r['max_rel_err_vs_stock'] < 1e-5
-    assert r['impl'] == ('stock' if r['groups'] == 1 else 'loop')
+    assert r['max_rel_err_vs_stock'] < 1e-5   # ce_jax (oneDNN) and xla_only against stock
+    assert r['impl'] == 'onednn'
     if HAS_TORCH:
       assert r['torch_s'] > 0 and r['ratio'] == pytest.approx(r['ce_jax_s'] / r['torch_s'])
       assert r['max_rel_err_vs_torch'] < 1e-5
     else:
       assert r['torch_s'] is None and r['ratio'] is None
   assert d['versions']['jax'] and d['settings']['quick'] is True
+  assert d['versions']['ce_jax_onednn'].startswith('3.')
 
 
 @pytest.mark.slow
 def test_benchmark_train_quick(binary, tmp_path):
   out = os.path.join(tmp_path, 'train.json')
-  proc = binary('benchmark_train', '--quick', f'--json_out={out}', *TORCH_FLAGS)
+  proc = binary('benchmark_train', '--quick', '--compare_xla', f'--json_out={out}', *TORCH_FLAGS)
   assert 'ce_jax' in proc.stdout
   d = load_json(out)
   assert [m['name'] for m in d['models']] == ['2x16d']
   for m in d['models']:
-    assert m['ce_jax_img_s'] > 0 and m['params'] > 0
+    assert m['ce_jax_img_s'] > 0 and m['xla_only_img_s'] > 0 and m['params'] > 0
+    assert m['onednn_speedup'] == pytest.approx(m['ce_jax_img_s'] / m['xla_only_img_s'])
     # One SGD step of GroupedConv + FastBatchNorm equals the stock flax model's.
     assert m['loss_ce_jax'] == pytest.approx(m['loss_stock_flax'], rel=1e-5)
     assert m['max_rel_err_vs_stock'] < 1e-3

@@ -21,6 +21,9 @@ and ``w_g = w[..., g*co:(g+1)*co]``::
 
 Formulations (``impl``):
 
+* ``'onednn'``: :func:`ce_jax.onednn.conv` -- oneDNN's forward, backward-data and
+  backward-weights primitives through the XLA FFI (a small compiled extension; float32, CPU,
+  no dilation, padding >= 0). The same kernels PyTorch calls on CPU.
 * ``'stock'``: ``lax.conv_general_dilated(feature_group_count=G)`` and JAX's own derivatives.
 * ``'loop'``: the forward, input gradient and kernel gradient as G dense convolutions on channel
   slices (each a fast dense Eigen/oneDNN convolution), concatenated.
@@ -32,11 +35,16 @@ Formulations (``impl``):
   ``feature_group_count = G``; output ``(ci, kh, kw, G*co)`` -> ``(kh, kw, ci, G*co)``.
 * ``'auto'`` (default): :func:`choose_impl` -- the documented rule below.
 
-Rule (:func:`choose_impl`, measured in ``docs/PERFORMANCE.md``): ``groups == 1``, input/kernel
-dilation != 1, or a non-CPU backend (cuDNN has fast grouped kernels) -> ``'stock'``; on CPU
-with ``groups > 1`` -> ``'loop'`` (fastest at every ResNeXt shape measured: 3x64, 10x10, 37x10,
-strides 1 and 2; forward + both gradients 9-96x faster than stock and 1.4-2x faster than the
-two grouped-forward variants, because the thunk runtime's grouped forward is slow too).
+Rule (:func:`choose_impl`, measured in ``docs/PERFORMANCE.md``): on CPU, ``'onednn'`` wherever
+:func:`ce_jax.onednn.supports` the case (any group count, 1x1 and 3x3 kernels alike: at ResNeXt
+shapes it is 0.9-1.1x PyTorch's time for forward + both gradients, and faster than XLA's dense
+convolutions too); otherwise ``groups == 1``, input/kernel dilation != 1, or a non-CPU backend
+(cuDNN has fast grouped kernels) -> ``'stock'``; on CPU with ``groups > 1`` -> ``'loop'`` (the
+fastest XLA formulation at every ResNeXt shape measured, 9-96x faster than stock).
+
+Derivatives: ``'onednn'`` and the custom-VJP paths support reverse mode; ``'onednn'``'s backward
+pass is not differentiable again and there is no forward mode (``jax.jvp``) through it: use
+``impl='loop'`` or ``'stock'`` there (``'stock'`` supports everything).
 """
 
 from __future__ import annotations
@@ -52,7 +60,9 @@ from jax import lax
 import flax.linen as nn
 from flax.linen.dtypes import canonicalize_dtype, promote_dtype
 
-IMPLS = ('auto', 'stock', 'loop', 'grouped_loop', 'grouped_transposed')
+from ce_jax import onednn
+
+IMPLS = ('auto', 'onednn', 'stock', 'loop', 'grouped_loop', 'grouped_transposed')
 
 default_kernel_init = nn.initializers.lecun_normal()
 
@@ -194,18 +204,26 @@ grouped_conv.defvjp(_grouped_conv_fwd, _grouped_conv_bwd)
 
 
 def choose_impl(groups: int, backend: str | None = None, input_dilation=(1,),
-                kernel_dilation=(1,)) -> str:
+                kernel_dilation=(1,), dtype=jnp.float32, padding=None,
+                num_spatial: int = 2) -> str:
   """The documented rule of ``impl='auto'`` (see module docstring and docs/PERFORMANCE.md).
 
   Args:
     groups: ``feature_group_count``.
     backend: ``jax.default_backend()`` if None.
     input_dilation, kernel_dilation: per-dim dilations; the fast paths need all ones.
+    dtype: computation dtype (oneDNN: float32 only).
+    padding: explicit ``(low, high)`` pairs, or None for "no negative padding".
+    num_spatial: spatial dims.
 
   Returns:
-    One of ``'stock'``, ``'loop'``.
+    One of ``'onednn'``, ``'stock'``, ``'loop'``.
   """
   backend = backend or jax.default_backend()
+  pads = [(0, 0)] * num_spatial if padding is None else padding
+  if backend == 'cpu' and onednn.supports(dtype, num_spatial, pads, input_dilation,
+                                          kernel_dilation, backend):
+    return 'onednn'
   if groups == 1 or backend != 'cpu':
     return 'stock'
   if any(d != 1 for d in tuple(input_dilation) + tuple(kernel_dilation)):
@@ -310,15 +328,29 @@ class GroupedConv(nn.Module):
     inputs, kernel, bias = self.promote_dtype(inputs, kernel, bias, dtype=self.dtype)
 
     impl = self.impl
+    dilated = any(d != 1 for d in in_dil + k_dil)
+    explicit = padding   # (low, high) pairs for the oneDNN path (not for dilated convolutions)
+    if not dilated and isinstance(padding, str):
+      explicit = lax.padtype_to_pads(inputs.shape[1:-1], kernel_size, strides, padding)
+    pairs = None if isinstance(explicit, str) else explicit
     if impl == 'auto':
-      impl = choose_impl(groups, None, in_dil, k_dil)
-    if impl != 'stock' and (groups == 1 or any(d != 1 for d in in_dil + k_dil)):
+      impl = choose_impl(groups, None, in_dil, k_dil, inputs.dtype, pairs, nsp)
+    elif impl == 'onednn' and (pairs is None or not onednn.supports(inputs.dtype, nsp, pairs,
+                                                                    in_dil, k_dil)):
+      raise ValueError(
+          f"impl='onednn' needs float32 on CPU, 1-3 spatial dims, no dilation and padding >= 0 "
+          f'(got {jnp.dtype(inputs.dtype).name}, {nsp} dims, padding {padding}, dilations '
+          f'{in_dil}/{k_dil}, backend {jax.default_backend()}; extension: '
+          f'{onednn.status()["error"] or "available"})')
+    if impl not in ('stock', 'onednn') and (groups == 1 or dilated):
       impl = 'stock'
     if impl == 'stock':
       y = lax.conv_general_dilated(inputs, kernel, strides, padding, lhs_dilation=in_dil,
                                    rhs_dilation=k_dil,
                                    dimension_numbers=_dimension_numbers(inputs.ndim),
                                    feature_group_count=groups, precision=self.precision)
+    elif impl == 'onednn':
+      y = onednn.conv(inputs, kernel, strides, pairs, groups)
     else:
       if isinstance(padding, str):
         padding = lax.padtype_to_pads(inputs.shape[1:-1], kernel_size, strides, padding)

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from ce_jax import onednn
 from ce_jax.models import layers
 from ce_jax.models.layers import FastBatchNorm, GroupedConv
 
@@ -128,8 +129,12 @@ def test_grouped_conv_in_resnext_same_tree_and_gradients():
 
 
 def test_choose_impl_rule_and_validation():
-  assert layers.choose_impl(1, 'cpu') == 'stock'
-  assert layers.choose_impl(4, 'cpu') == 'loop'
+  # With the oneDNN extension (main suite) float32 CPU convolutions go to it; without it (the
+  # compat stack has no oneDNN) the XLA rule applies. tests/test_onednn.py checks the former.
+  fast = onednn.available()
+  assert layers.choose_impl(1, 'cpu') == ('onednn' if fast else 'stock')
+  assert layers.choose_impl(4, 'cpu') == ('onednn' if fast else 'loop')
+  assert layers.choose_impl(4, 'cpu', dtype=jnp.bfloat16) == 'loop'
   assert layers.choose_impl(4, 'gpu') == 'stock'
   assert layers.choose_impl(4, 'cpu', kernel_dilation=(2, 2)) == 'stock'
   x = jnp.ones((1, 4, 4, 4))

@@ -1,0 +1,336 @@
+// oneDNN convolutions for XLA:CPU, as XLA FFI custom calls (see ce_jax/onednn.py).
+//
+// Three handlers over the same geometry, float32, channels-last, 1-3 spatial dims:
+//   ce_onednn_conv_fwd:        y  = conv(x, w)                       x (N, *S, G*ci)  w (*K, ci, G*co)
+//   ce_onednn_conv_bwd_data:   dx = conv_transpose(dy, w)            dy (N, *So, G*co) -> (N, *S, G*ci)
+//   ce_onednn_conv_bwd_weights: dw = sum_{n,p} x-patch * dy           -> (*K, ci, G*co)
+// Attributes: strides (int64[d]), padding (int64[2d]: low_0, high_0, low_1, high_1, ...),
+// groups (int64). The kernel layout is JAX/Flax's HWIO with groups folded into O
+// (lax.conv_general_dilated with feature_group_count), described to oneDNN by strides; oneDNN
+// picks its preferred weight layout ("any") and we reorder to and from it. Activations stay in
+// the caller's channels-last layout (no reorder).
+//
+// Primitives are cached per (kind, geometry) so a training step pays oneDNN's dispatch and JIT
+// only on the first call.
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "oneapi/dnnl/dnnl.hpp"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+using dims_t = dnnl::memory::dims;
+using tag = dnnl::memory::format_tag;
+using dt = dnnl::memory::data_type;
+
+dnnl::engine& Engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+struct Geometry {
+  int64_t nd = 0;           // spatial dims (1..3)
+  int64_t n = 0, c = 0, o = 0, g = 1;
+  std::vector<int64_t> in, out, k, strides, pad_lo, pad_hi;
+
+  std::string Key(const char* kind) const {
+    std::ostringstream s;
+    s << kind << '|' << n << ',' << c << ',' << o << ',' << g;
+    for (auto* v : {&in, &out, &k, &strides, &pad_lo, &pad_hi}) {
+      s << '|';
+      for (int64_t x : *v) s << x << ',';
+    }
+    return s.str();
+  }
+
+  // Channels-last activation descriptor: logical dims (N, C, *S), physical N, *S, C.
+  dnnl::memory::desc Activation(int64_t channels, const std::vector<int64_t>& sp) const {
+    dims_t dims = {n, channels};
+    dims.insert(dims.end(), sp.begin(), sp.end());
+    dims_t strides(dims.size());
+    int64_t acc = channels;
+    strides[1] = 1;
+    for (int64_t i = nd - 1; i >= 0; --i) {
+      strides[2 + i] = acc;
+      acc *= sp[i];
+    }
+    strides[0] = acc;
+    return dnnl::memory::desc(dims, dt::f32, strides);
+  }
+
+  // The caller's kernel (*K, ci, G*co) as oneDNN weights (G, co, ci, *K) or (O, ci, *K).
+  dnnl::memory::desc UserWeights() const {
+    const int64_t ci = c / g, co = o / g;
+    std::vector<int64_t> kstride(nd);
+    int64_t acc = ci * o;
+    for (int64_t i = nd - 1; i >= 0; --i) {
+      kstride[i] = acc;
+      acc *= k[i];
+    }
+    dims_t dims, strides;
+    if (g > 1) {
+      dims = {g, co, ci};
+      strides = {co, 1, o};
+    } else {
+      dims = {o, ci};
+      strides = {1, o};
+    }
+    dims.insert(dims.end(), k.begin(), k.end());
+    strides.insert(strides.end(), kstride.begin(), kstride.end());
+    return dnnl::memory::desc(dims, dt::f32, strides);
+  }
+
+  dnnl::memory::desc AnyWeights() const {
+    const int64_t ci = c / g, co = o / g;
+    dims_t dims = g > 1 ? dims_t{g, co, ci} : dims_t{o, ci};
+    dims.insert(dims.end(), k.begin(), k.end());
+    return dnnl::memory::desc(dims, dt::f32, tag::any);
+  }
+
+  dnnl::convolution_forward::primitive_desc ForwardPd() const {
+    return dnnl::convolution_forward::primitive_desc(
+        Engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
+        Activation(c, in), AnyWeights(), Activation(o, out), dims_t(strides.begin(), strides.end()),
+        dims_t(pad_lo.begin(), pad_lo.end()), dims_t(pad_hi.begin(), pad_hi.end()));
+  }
+};
+
+// One cached primitive plus the reorder between the caller's and oneDNN's weight layouts.
+struct Entry {
+  dnnl::primitive conv;
+  dnnl::memory::desc weights_md;  // the layout the primitive wants
+  bool reorder = false;
+  dnnl::reorder weights_reorder;  // user -> primitive (fwd, bwd data) or primitive -> user (bwd w)
+};
+
+std::mutex cache_mutex;
+// XLA may run independent custom calls concurrently (e.g. the data and weight gradients of one
+// layer), each of which would start a full OpenMP team: oversubscribed, they are 1.3-1.5x slower
+// than one after the other. Executions are serialized; each uses every core.
+std::mutex execute_mutex;
+std::unordered_map<std::string, std::shared_ptr<Entry>>& Cache() {
+  static auto* cache = new std::unordered_map<std::string, std::shared_ptr<Entry>>();
+  return *cache;
+}
+
+enum class Kind { kForward, kBackwardData, kBackwardWeights };
+
+std::shared_ptr<Entry> Build(const Geometry& geo, Kind kind) {
+  auto entry = std::make_shared<Entry>();
+  const auto user_w = geo.UserWeights();
+  const dims_t strides(geo.strides.begin(), geo.strides.end());
+  const dims_t lo(geo.pad_lo.begin(), geo.pad_lo.end()), hi(geo.pad_hi.begin(), geo.pad_hi.end());
+  auto fwd_pd = geo.ForwardPd();
+  if (kind == Kind::kForward) {
+    entry->conv = dnnl::convolution_forward(fwd_pd);
+    entry->weights_md = fwd_pd.weights_desc();
+  } else if (kind == Kind::kBackwardData) {
+    dnnl::convolution_backward_data::primitive_desc pd(
+        Engine(), dnnl::algorithm::convolution_direct, geo.Activation(geo.c, geo.in),
+        geo.AnyWeights(), geo.Activation(geo.o, geo.out), strides, lo, hi, fwd_pd);
+    entry->conv = dnnl::convolution_backward_data(pd);
+    entry->weights_md = pd.weights_desc();
+  } else {
+    dnnl::convolution_backward_weights::primitive_desc pd(
+        Engine(), dnnl::algorithm::convolution_direct, geo.Activation(geo.c, geo.in),
+        geo.AnyWeights(), geo.Activation(geo.o, geo.out), strides, lo, hi, fwd_pd);
+    entry->conv = dnnl::convolution_backward_weights(pd);
+    entry->weights_md = pd.diff_weights_desc();
+  }
+  entry->reorder = entry->weights_md != user_w;
+  if (entry->reorder) {
+    if (kind == Kind::kBackwardWeights) {
+      entry->weights_reorder = dnnl::reorder(
+          dnnl::reorder::primitive_desc(Engine(), entry->weights_md, Engine(), user_w));
+    } else {
+      entry->weights_reorder = dnnl::reorder(
+          dnnl::reorder::primitive_desc(Engine(), user_w, Engine(), entry->weights_md));
+    }
+  }
+  return entry;
+}
+
+std::shared_ptr<Entry> Get(const Geometry& geo, Kind kind) {
+  static const char* names[] = {"fwd", "bwd_data", "bwd_weights"};
+  const std::string key = geo.Key(names[static_cast<int>(kind)]);
+  {
+    std::lock_guard<std::mutex> lock(cache_mutex);
+    auto it = Cache().find(key);
+    if (it != Cache().end()) return it->second;
+  }
+  auto entry = Build(geo, kind);
+  std::lock_guard<std::mutex> lock(cache_mutex);
+  return Cache().emplace(key, entry).first->second;
+}
+
+// Geometry from the activation shapes (x: (N, *S, C), y: (N, *So, O)), kernel (*K, ci, O).
+ffi::Error MakeGeometry(ffi::Span<const int64_t> x, ffi::Span<const int64_t> y,
+                        ffi::Span<const int64_t> w, ffi::Span<const int64_t> strides,
+                        ffi::Span<const int64_t> padding, int64_t groups, Geometry* geo) {
+  const int64_t rank = static_cast<int64_t>(x.size());
+  const int64_t nd = rank - 2;
+  if (nd < 1 || nd > 3 || static_cast<int64_t>(y.size()) != rank ||
+      static_cast<int64_t>(w.size()) != rank) {
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument,
+                      "ce_onednn_conv: operands must have rank 3-5 (1-3 spatial dims)");
+  }
+  if (static_cast<int64_t>(strides.size()) != nd ||
+      static_cast<int64_t>(padding.size()) != 2 * nd) {
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument,
+                      "ce_onednn_conv: strides must have one entry and padding two per spatial dim");
+  }
+  geo->nd = nd;
+  geo->n = x[0];
+  geo->c = x[rank - 1];
+  geo->o = y[rank - 1];
+  geo->g = groups;
+  if (groups < 1 || geo->c % groups || geo->o % groups || w[nd] * groups != geo->c ||
+      w[nd + 1] != geo->o || y[0] != geo->n) {
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument,
+                      "ce_onednn_conv: inconsistent channels/groups/batch");
+  }
+  for (int64_t i = 0; i < nd; ++i) {
+    geo->in.push_back(x[1 + i]);
+    geo->out.push_back(y[1 + i]);
+    geo->k.push_back(w[i]);
+    geo->strides.push_back(strides[i]);
+    geo->pad_lo.push_back(padding[2 * i]);
+    geo->pad_hi.push_back(padding[2 * i + 1]);
+  }
+  return ffi::Error::Success();
+}
+
+template <typename Fn>
+ffi::Error Guard(Fn&& fn) {
+  try {
+    return fn();
+  } catch (const dnnl::error& e) {
+    return ffi::Error(ffi::ErrorCode::kInternal, std::string("ce_onednn_conv: oneDNN error: ") +
+                                                     e.what());
+  } catch (const std::exception& e) {
+    return ffi::Error(ffi::ErrorCode::kInternal, std::string("ce_onednn_conv: ") + e.what());
+  }
+}
+
+ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
+                       ffi::ResultBuffer<ffi::F32> y, ffi::Span<const int64_t> strides,
+                       ffi::Span<const int64_t> padding, int64_t groups) {
+  return Guard([&]() -> ffi::Error {
+    Geometry geo;
+    auto err = MakeGeometry(x.dimensions(), y->dimensions(), w.dimensions(), strides, padding,
+                            groups, &geo);
+    if (err.failure()) return err;
+    auto e = Get(geo, Kind::kForward);
+    std::lock_guard<std::mutex> lock(execute_mutex);
+    dnnl::stream stream(Engine());
+    dnnl::memory src(geo.Activation(geo.c, geo.in), Engine(), x.typed_data());
+    dnnl::memory dst(geo.Activation(geo.o, geo.out), Engine(), y->typed_data());
+    dnnl::memory user_w(geo.UserWeights(), Engine(), w.typed_data());
+    dnnl::memory wei = user_w;
+    if (e->reorder) {
+      wei = dnnl::memory(e->weights_md, Engine());
+      e->weights_reorder.execute(stream, user_w, wei);
+    }
+    e->conv.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}});
+    stream.wait();
+    return ffi::Error::Success();
+  });
+}
+
+ffi::Error BackwardDataImpl(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> w,
+                            ffi::ResultBuffer<ffi::F32> dx, ffi::Span<const int64_t> strides,
+                            ffi::Span<const int64_t> padding, int64_t groups) {
+  return Guard([&]() -> ffi::Error {
+    Geometry geo;
+    auto err = MakeGeometry(dx->dimensions(), dy.dimensions(), w.dimensions(), strides, padding,
+                            groups, &geo);
+    if (err.failure()) return err;
+    auto e = Get(geo, Kind::kBackwardData);
+    std::lock_guard<std::mutex> lock(execute_mutex);
+    dnnl::stream stream(Engine());
+    dnnl::memory diff_src(geo.Activation(geo.c, geo.in), Engine(), dx->typed_data());
+    dnnl::memory diff_dst(geo.Activation(geo.o, geo.out), Engine(), dy.typed_data());
+    dnnl::memory user_w(geo.UserWeights(), Engine(), w.typed_data());
+    dnnl::memory wei = user_w;
+    if (e->reorder) {
+      wei = dnnl::memory(e->weights_md, Engine());
+      e->weights_reorder.execute(stream, user_w, wei);
+    }
+    e->conv.execute(stream, {{DNNL_ARG_DIFF_DST, diff_dst}, {DNNL_ARG_WEIGHTS, wei},
+                             {DNNL_ARG_DIFF_SRC, diff_src}});
+    stream.wait();
+    return ffi::Error::Success();
+  });
+}
+
+ffi::Error BackwardWeightsImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
+                               ffi::ResultBuffer<ffi::F32> dw, ffi::Span<const int64_t> strides,
+                               ffi::Span<const int64_t> padding, int64_t groups) {
+  return Guard([&]() -> ffi::Error {
+    Geometry geo;
+    auto err = MakeGeometry(x.dimensions(), dy.dimensions(), dw->dimensions(), strides, padding,
+                            groups, &geo);
+    if (err.failure()) return err;
+    auto e = Get(geo, Kind::kBackwardWeights);
+    std::lock_guard<std::mutex> lock(execute_mutex);
+    dnnl::stream stream(Engine());
+    dnnl::memory src(geo.Activation(geo.c, geo.in), Engine(), x.typed_data());
+    dnnl::memory diff_dst(geo.Activation(geo.o, geo.out), Engine(), dy.typed_data());
+    dnnl::memory user_dw(geo.UserWeights(), Engine(), dw->typed_data());
+    dnnl::memory diff_wei = user_dw;
+    if (e->reorder) diff_wei = dnnl::memory(e->weights_md, Engine());
+    e->conv.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, diff_dst},
+                             {DNNL_ARG_DIFF_WEIGHTS, diff_wei}});
+    if (e->reorder) e->weights_reorder.execute(stream, diff_wei, user_dw);
+    stream.wait();
+    return ffi::Error::Success();
+  });
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(CeOnednnConvFwd, ForwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<ffi::Span<const int64_t>>("strides")
+                                  .Attr<ffi::Span<const int64_t>>("padding")
+                                  .Attr<int64_t>("groups"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(CeOnednnConvBwdData, BackwardDataImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<ffi::Span<const int64_t>>("strides")
+                                  .Attr<ffi::Span<const int64_t>>("padding")
+                                  .Attr<int64_t>("groups"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(CeOnednnConvBwdWeights, BackwardWeightsImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<ffi::Span<const int64_t>>("strides")
+                                  .Attr<ffi::Span<const int64_t>>("padding")
+                                  .Attr<int64_t>("groups"));
+
+extern "C" const char* CeOnednnVersion() {
+  static std::string v = [] {
+    const dnnl_version_t* ver = dnnl_version();
+    std::ostringstream s;
+    s << ver->major << '.' << ver->minor << '.' << ver->patch;
+    return s.str();
+  }();
+  return v.c_str();
+}

@@ -1,0 +1,209 @@
+"""ce_jax.onednn: the compiled oneDNN convolution against lax.conv_general_dilated.
+
+On the pinned stack (Linux x86-64, onednn-cpu-gomp installed by `make install`) the extension must
+build and load: these tests fail, never skip, when it does not.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from conftest import REPO
+from conftest import enable_x64
+from ce_jax import accounting
+from ce_jax import onednn
+from ce_jax.models import layers
+from ce_jax.models import resnext
+
+DN = {1: ('NHC', 'HIO', 'NHC'), 2: ('NHWC', 'HWIO', 'NHWC'), 3: ('NDHWC', 'DHWIO', 'NDHWC')}
+
+
+def _rel(a, b):
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  return float(np.max(np.abs(a - b)) / max(1e-30, np.max(np.abs(b))))
+
+
+def test_extension_builds_loads_and_reports():
+  s = onednn.status()
+  assert s['available'], s['error']
+  assert s['onednn_version'].startswith('3.'), s
+  assert os.path.exists(s['library']) and onednn.library_name() in s['library']
+
+
+# (batch, spatial, groups, ci, co, kernel, strides, padding)
+CASES = [
+    (2, (9, 7), 3, 4, 5, (3, 3), (1, 1), ((1, 1), (1, 1))),
+    (3, (8, 8), 5, 2, 3, (3, 3), (2, 2), ((1, 1), (1, 1))),
+    (2, (9, 6), 1, 6, 4, (1, 1), (2, 2), ((0, 0), (0, 0))),
+    (2, (10, 10), 2, 3, 3, (3, 5), (2, 1), ((0, 2), (2, 1))),
+    (1, (8, 8), 4, 4, 4, (3, 3), (2, 2), ((0, 1), (0, 1))),
+    (2, (6, 6), 37, 2, 2, (3, 3), (1, 1), ((1, 1), (1, 1))),
+    (2, (11,), 4, 3, 2, (3,), (2,), ((1, 0),)),
+    (1, (5, 4, 6), 2, 2, 3, (3, 1, 3), (1, 2, 1), ((1, 1), (0, 0), (2, 1))),
+]
+
+
+@pytest.mark.parametrize('case', CASES, ids=lambda c: f'g{c[2]}k{c[5]}s{c[6]}p{c[7]}')
+def test_forward_and_both_gradients_match_lax(case):
+  n, sp, g, ci, co, k, strides, padding = case
+  kx, kw, kr = jax.random.split(jax.random.PRNGKey(len(sp) * 10 + g), 3)
+  x = jax.random.normal(kx, (n,) + sp + (g * ci,))
+  w = jax.random.normal(kw, k + (ci, g * co))
+
+  def ref(x, w):
+    return lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=DN[len(sp)],
+                                    feature_group_count=g, precision=lax.Precision.HIGHEST)
+
+  y_ref, vjp_ref = jax.vjp(ref, x, w)
+  r = jax.random.normal(kr, y_ref.shape)
+  y, vjp = jax.vjp(lambda x, w: onednn.conv(x, w, strides, padding, g), x, w)
+  assert y.shape == y_ref.shape == onednn.output_shape(x.shape, w.shape, strides, padding)
+  assert _rel(y, y_ref) < 1e-5
+  for got, want in zip(vjp(r), vjp_ref(r)):
+    assert got.shape == want.shape and _rel(got, want) < 1e-5
+  # jit and grad of a scalar loss go through the same custom VJP.
+  g_x, g_w = jax.jit(jax.grad(lambda x, w: jnp.sum(onednn.conv(x, w, strides, padding, g) * r),
+                              argnums=(0, 1)))(x, w)
+  want_x, want_w = vjp_ref(r)
+  assert _rel(g_x, want_x) < 1e-5 and _rel(g_w, want_w) < 1e-5
+
+
+def test_vmap_and_concurrent_independent_calls():
+  g, strides, padding = 4, (1, 1), ((1, 1), (1, 1))
+  xs = jax.random.normal(jax.random.PRNGKey(0), (3, 2, 6, 6, 8))
+  w = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 2, 8))
+
+  def ref(x):
+    return lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=DN[2],
+                                    feature_group_count=g, precision=lax.Precision.HIGHEST)
+
+  got = jax.jit(jax.vmap(lambda x: onednn.conv(x, w, strides, padding, g)))(xs)
+  assert _rel(got, jax.vmap(ref)(xs)) < 1e-5
+  # Several independent convolutions in one program (XLA may run them concurrently; the
+  # library serializes them): every result is right.
+  outs = jax.jit(lambda xs: [onednn.conv(xs[i], w, strides, padding, g) for i in range(3)])(xs)
+  for i, o in enumerate(outs):
+    assert _rel(o, ref(xs[i])) < 1e-5
+
+
+def test_bad_input_is_one_line_error():
+  x, w = jnp.ones((1, 6, 6, 4)), jnp.ones((3, 3, 2, 4))
+  with pytest.raises(ValueError, match='padding >= 0'):
+    onednn.conv(x, w, (1, 1), ((-1, 0), (0, 0)), 2)
+  with pytest.raises(ValueError, match='groups 3 do not match'):
+    onednn.conv(x, w, (1, 1), ((1, 1), (1, 1)), 3)
+  with pytest.raises(ValueError, match='larger than the padded input'):
+    onednn.conv(jnp.ones((1, 2, 2, 4)), w, (1, 1), ((0, 0), (0, 0)), 2)
+  with enable_x64():
+    with pytest.raises(ValueError, match='float32 operands, got float64'):
+      onednn.conv(x.astype(jnp.float64), w.astype(jnp.float64), (1, 1), ((1, 1), (1, 1)), 2)
+  with pytest.raises(ValueError, match="impl='onednn' needs float32"):
+    layers.GroupedConv(4, (3, 3), feature_group_count=2, impl='onednn',
+                       dtype=jnp.bfloat16).init(jax.random.PRNGKey(0), x)
+
+
+def test_build_errors_and_stale_builds(monkeypatch, tmp_path):
+  name = onednn.library_name()
+  src = tmp_path / 'onednn_conv.cc'
+  src.write_text(onednn.SOURCE.read_text() + '\n// changed\n')
+  monkeypatch.setattr(onednn, 'SOURCE', src)
+  assert onednn.library_name() != name   # a changed source never loads the old binary
+  monkeypatch.setattr(onednn, '_compiler', lambda: None)
+  monkeypatch.setenv('CE_JAX_BUILD_DIR', str(tmp_path / 'build'))
+  with pytest.raises(onednn.BuildError, match='no C.. compiler'):
+    onednn.build()
+  monkeypatch.setenv('CE_JAX_ONEDNN_ROOT', str(tmp_path))
+  with pytest.raises(onednn.BuildError, match='oneDNN not found under'):
+    onednn.build()
+
+
+def test_choose_impl_prefers_onednn_on_cpu_float32():
+  assert layers.choose_impl(1, 'cpu') == 'onednn'
+  assert layers.choose_impl(37, 'cpu', padding=((1, 1), (1, 1))) == 'onednn'
+  assert layers.choose_impl(4, 'cpu', dtype=jnp.bfloat16) == 'loop'
+  assert layers.choose_impl(4, 'cpu', kernel_dilation=(2, 2)) == 'stock'
+  assert layers.choose_impl(4, 'cpu', padding=((-1, 0), (0, 0))) == 'loop'
+  assert layers.choose_impl(4, 'gpu') == 'stock'
+
+
+@pytest.mark.parametrize('groups,stride,padding', [(1, 1, 'SAME'), (3, 2, ((2, 0), (1, 1))),
+                                                   (10, 1, 'VALID'), (37, 2, 'SAME')])
+def test_grouped_conv_onednn_equals_flax_conv(groups, stride, padding):
+  kx, kr = jax.random.split(jax.random.PRNGKey(groups))
+  x = jax.random.normal(kx, (2, 7, 6, groups * 2))
+  kw = dict(features=groups * 3, kernel_size=(3, 3), strides=stride, padding=padding,
+            feature_group_count=groups)
+  ours, ref = layers.GroupedConv(impl='onednn', **kw), nn.Conv(**kw)
+  p = ref.init(jax.random.PRNGKey(0), x)
+  assert jax.tree_util.tree_structure(ours.init(jax.random.PRNGKey(0), x)) == \
+      jax.tree_util.tree_structure(p)
+  y_ref = ref.apply(p, x)
+  r = jax.random.normal(kr, y_ref.shape)
+
+  def grads(mod):
+    return jax.jit(jax.grad(lambda p, x: jnp.sum(mod.apply(p, x) * r), argnums=(0, 1)))(p, x)
+
+  assert _rel(ours.apply(p, x), y_ref) < 2e-5
+  (gp, gx), (gp_ref, gx_ref) = grads(ours), grads(ref)
+  assert _rel(gx, gx_ref) < 2e-5
+  for a, b in zip(jax.tree_util.tree_leaves(gp), jax.tree_util.tree_leaves(gp_ref)):
+    assert _rel(a, b) < 2e-5
+
+
+def test_resnext_uses_onednn_and_counts_the_same_flops():
+  kw = dict(cardinality=4, base_width=64, num_classes=3, stage_outputs=(16, 32, 64),
+            stem_channels=8)
+  x = jnp.ones((1, 8, 8, 3))
+  fast, stock = resnext.ResNeXt29(**kw), resnext.ResNeXt29(layers='stock', **kw)
+  v = stock.init(jax.random.PRNGKey(0), x)
+  jaxpr = jax.make_jaxpr(lambda v: fast.apply(v, x))(v)
+  assert 'ce_onednn_conv_fwd' in str(jaxpr)
+  f_fast, f_stock = accounting.count_flops(fast, x), accounting.count_flops(stock, x)
+  assert f_fast.conv == f_stock.conv > 0 and f_fast.total == f_stock.total
+  assert f_fast.by_scope == f_stock.by_scope
+
+
+def _run(code, env):
+  full = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL='2', **env)
+  proc = subprocess.run([sys.executable, '-c', textwrap.dedent(code)], capture_output=True,
+                        text=True, env=full, timeout=300, cwd=REPO)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return proc.stdout
+
+
+def test_pmap_over_two_cpu_devices_matches_lax():
+  out = _run("""
+      import jax, jax.numpy as jnp, numpy as np
+      from jax import lax
+      from ce_jax import onednn
+      assert jax.device_count() == 2
+      x = jax.random.normal(jax.random.PRNGKey(0), (2, 3, 6, 6, 8))
+      w = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 2, 8))
+      def loss(conv):
+        def f(w, x):
+          return lax.psum(jnp.sum(conv(x, w) ** 2), 'i')
+        return jax.pmap(jax.grad(f), axis_name='i', in_axes=(None, 0))(w, x)
+      ours = loss(lambda x, w: onednn.conv(x, w, (1, 1), ((1, 1), (1, 1)), 4))
+      ref = loss(lambda x, w: lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)),
+          dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=4,
+          precision=lax.Precision.HIGHEST))
+      print(float(jnp.max(jnp.abs(ours - ref)) / jnp.max(jnp.abs(ref))))
+  """, {'XLA_FLAGS': '--xla_force_host_platform_device_count=2'})
+  assert float(out.strip().splitlines()[-1]) < 1e-5
+
+
+def test_disabled_by_environment_falls_back():
+  out = _run("""
+      from ce_jax import onednn
+      from ce_jax.models import layers
+      print(onednn.available(), onednn.status()['error'], layers.choose_impl(4, 'cpu'))
+  """, {'CE_JAX_ONEDNN': '0'})
+  assert out.split() == ['False', 'disabled', 'by', 'CE_JAX_ONEDNN=0', 'loop']
