@@ -51,6 +51,7 @@ TARGETS = {
     'ce_onednn_conv_fwd': 'CeOnednnConvFwd',
     'ce_onednn_conv_bwd_data': 'CeOnednnConvBwdData',
     'ce_onednn_conv_bwd_weights': 'CeOnednnConvBwdWeights',
+    'ce_onednn_conv_bwd': 'CeOnednnConvBwd',
 }
 
 _log = logging.getLogger(__name__)
@@ -275,6 +276,16 @@ def conv_backward_weights(x, dy, w_shape, strides, padding, groups: int):
       x, dy, **_attrs(strides, padding, groups))
 
 
+def conv_backward(x, w, dy, strides, padding, groups: int):
+  """``(dx, dw)`` in ONE custom call (the VJP of :func:`conv`; see the C++ for why)."""
+  outs = (jax.ShapeDtypeStruct(x.shape, jnp.float32), jax.ShapeDtypeStruct(w.shape, jnp.float32))
+  return jax.ffi.ffi_call('ce_onednn_conv_bwd', outs, vmap_method='sequential')(
+      x, w, dy, **_attrs(strides, padding, groups))
+
+
+COMBINED_BACKWARD = True   # False: two calls (backward data, backward weights); for A/B only
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def _conv(x, w, strides, padding, groups):
   return conv_forward(x, w, strides, padding, groups)
@@ -287,6 +298,8 @@ def _conv_fwd(x, w, strides, padding, groups):
 def _conv_bwd(strides, padding, groups, res, dy):
   x, w = res
   dy = dy.astype(jnp.float32)
+  if COMBINED_BACKWARD:
+    return conv_backward(x, w, dy, strides, padding, groups)
   return (conv_backward_data(dy, w, x.shape, strides, padding, groups),
           conv_backward_weights(x, dy, w.shape, strides, padding, groups))
 
@@ -324,6 +337,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f'usage: python -m ce_jax.onednn [build|status]; got {args[0]!r}', file=sys.stderr)
     return 2
   if args[0] == 'build':
+    import platform  # pylint: disable=g-import-not-at-top
+    if sys.platform != 'linux' or platform.machine() != 'x86_64':
+      # The pinned oneDNN wheel is Linux x86-64 only; elsewhere XLA's convolutions are used.
+      print(f'ce_jax.onednn: skipped on {sys.platform}/{platform.machine()} (Linux x86-64 only)')
+      return 0
     try:
       path = build(force='--force' in args, verbose=True)
     except BuildError as e:

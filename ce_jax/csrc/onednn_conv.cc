@@ -4,6 +4,7 @@
 //   ce_onednn_conv_fwd:        y  = conv(x, w)                       x (N, *S, G*ci)  w (*K, ci, G*co)
 //   ce_onednn_conv_bwd_data:   dx = conv_transpose(dy, w)            dy (N, *So, G*co) -> (N, *S, G*ci)
 //   ce_onednn_conv_bwd_weights: dw = sum_{n,p} x-patch * dy           -> (*K, ci, G*co)
+//   ce_onednn_conv_bwd:         dx and dw in one call (what the custom VJP uses)
 // Attributes: strides (int64[d]), padding (int64[2d]: low_0, high_0, low_1, high_1, ...),
 // groups (int64). The kernel layout is JAX/Flax's HWIO with groups folded into O
 // (lax.conv_general_dilated with feature_group_count), described to oneDNN by strides; oneDNN
@@ -296,7 +297,55 @@ ffi::Error BackwardWeightsImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy
   });
 }
 
+// Both gradients in one call: dx then dw under one lock. XLA cannot interleave other work
+// between them (or run them on two threads, each with its own OpenMP team).
+ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
+                        ffi::Buffer<ffi::F32> dy, ffi::ResultBuffer<ffi::F32> dx,
+                        ffi::ResultBuffer<ffi::F32> dw, ffi::Span<const int64_t> strides,
+                        ffi::Span<const int64_t> padding, int64_t groups) {
+  return Guard([&]() -> ffi::Error {
+    Geometry geo;
+    auto err = MakeGeometry(x.dimensions(), dy.dimensions(), w.dimensions(), strides, padding,
+                            groups, &geo);
+    if (err.failure()) return err;
+    auto ed = Get(geo, Kind::kBackwardData);
+    auto ew = Get(geo, Kind::kBackwardWeights);
+    std::lock_guard<std::mutex> lock(execute_mutex);
+    dnnl::stream stream(Engine());
+    dnnl::memory src(geo.Activation(geo.c, geo.in), Engine(), x.typed_data());
+    dnnl::memory diff_src(geo.Activation(geo.c, geo.in), Engine(), dx->typed_data());
+    dnnl::memory diff_dst(geo.Activation(geo.o, geo.out), Engine(), dy.typed_data());
+    dnnl::memory user_w(geo.UserWeights(), Engine(), w.typed_data());
+    dnnl::memory user_dw(geo.UserWeights(), Engine(), dw->typed_data());
+    dnnl::memory wei = user_w;
+    if (ed->reorder) {
+      wei = dnnl::memory(ed->weights_md, Engine());
+      ed->weights_reorder.execute(stream, user_w, wei);
+    }
+    ed->conv.execute(stream, {{DNNL_ARG_DIFF_DST, diff_dst}, {DNNL_ARG_WEIGHTS, wei},
+                              {DNNL_ARG_DIFF_SRC, diff_src}});
+    dnnl::memory diff_wei = user_dw;
+    if (ew->reorder) diff_wei = dnnl::memory(ew->weights_md, Engine());
+    ew->conv.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, diff_dst},
+                              {DNNL_ARG_DIFF_WEIGHTS, diff_wei}});
+    if (ew->reorder) ew->weights_reorder.execute(stream, diff_wei, user_dw);
+    stream.wait();
+    return ffi::Error::Success();
+  });
+}
+
 }  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(CeOnednnConvBwd, BackwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<ffi::Span<const int64_t>>("strides")
+                                  .Attr<ffi::Span<const int64_t>>("padding")
+                                  .Attr<int64_t>("groups"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(CeOnednnConvFwd, ForwardImpl,
                               ffi::Ffi::Bind()
