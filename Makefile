@@ -23,7 +23,9 @@ $(BIN)/python:
 # Reinstall whenever the pins change.
 $(VENV)/.installed: setup.cfg pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -e '.[test]'
-	$(BIN)/python -m ce_jax.onednn build
+	@# The oneDNN extension needs a C++ compiler: g++ where installed, else zig's from PyPI.
+	$(BIN)/python -m ce_jax.onednn build || { $(BIN)/pip install -e '.[cxx]' && \
+	  $(BIN)/python -m ce_jax.onednn build; }
 	touch $@
 
 install: $(VENV)/.installed
@@ -47,6 +49,12 @@ $(COMPAT_VENV)/.installed: setup.cfg pyproject.toml
 test-compat: $(COMPAT_VENV)/.installed
 	$(COMPAT_VENV)/bin/python -c "import jax, flax; print('compat stack: jax', jax.__version__, 'flax', flax.__version__)"
 	$(COMPAT_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/core
+	@# The oneDNN extension on the newest JAX too, built against its FFI headers with the oneDNN
+	@# that `make install` put in $(VENV) (skipped when $(VENV) has none, e.g. off Linux x86-64).
+	if [ -f $(VENV)/include/oneapi/dnnl/dnnl.hpp ]; then \
+	  export CE_JAX_ONEDNN_ROOT=$(abspath $(VENV)) CE_JAX_BUILD_DIR=$(abspath $(COMPAT_VENV))/ce_jax_build && \
+	  $(COMPAT_VENV)/bin/python -m ce_jax.onednn build && \
+	  $(COMPAT_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_onednn.py; fi
 
 bench: install
 	$(BIN)/pip install -e '.[bench]'

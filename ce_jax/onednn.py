@@ -18,7 +18,8 @@ directory is read-only).
 Environment:
   CE_JAX_ONEDNN=0        never use the extension (every convolution takes the XLA paths).
   CE_JAX_ONEDNN_ROOT     where oneDNN's ``include/`` and ``lib/`` are (default: ``sys.prefix``).
-  CXX                    the C++ compiler (default: g++, then c++).
+  CXX                    the C++ compiler (default: g++, then c++, then ``python -m ziglang c++``
+                         from the ``cxx`` extra; zig's first build takes ~90 s).
 
 Threads: oneDNN runs its own OpenMP team (``OMP_NUM_THREADS``, default all cores). Calls are
 serialized inside the library, so XLA running two convolutions at once does not oversubscribe.
@@ -78,11 +79,17 @@ def _onednn_lib(root: pathlib.Path) -> pathlib.Path | None:
   return None
 
 
-def _compiler() -> str | None:
+def _compiler() -> list[str] | None:
+  """The C++ compiler command: $CXX, g++, c++, or zig's clang from the ``ziglang`` wheel
+  (``pip install -e '.[cxx]'``; ``make install`` falls back to it where no g++ is installed)."""
   for cxx in (os.environ.get('CXX'), 'g++', 'c++'):
     if cxx and shutil.which(cxx):
-      return shutil.which(cxx)
-  return None
+      return [shutil.which(cxx)]
+  try:
+    import ziglang  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  except ImportError:
+    return None
+  return [sys.executable, '-m', 'ziglang', 'c++']
 
 
 def _build_dirs() -> list[pathlib.Path]:
@@ -125,7 +132,8 @@ def build(force: bool = False, verbose: bool = False) -> pathlib.Path:
                      'CE_JAX_ONEDNN_ROOT)')
   cxx = _compiler()
   if cxx is None:
-    raise BuildError('no C++ compiler found (set CXX, or install g++)')
+    raise BuildError("no C++ compiler found (set CXX, install g++, or pip install -e '.[cxx]' "
+                     'for zig\'s)')
   name = library_name(root)
   for d in _build_dirs():
     if (d / name).exists() and not force:
@@ -139,7 +147,7 @@ def build(force: bool = False, verbose: bool = False) -> pathlib.Path:
     except OSError as e:
       errors.append(f'{d}: {e}')
       continue
-    cmd = [cxx, '-O2', '-std=c++17', '-shared', '-fPIC', '-w',
+    cmd = cxx + ['-O2', '-std=c++17', '-shared', '-fPIC', '-w',
            '-I', jax.ffi.include_dir(), '-I', str(root / 'include'), str(SOURCE), '-o', tmp,
            '-L', str(lib.parent), f'-l:{lib.name}', f'-Wl,-rpath,{lib.parent}']
     if verbose:

@@ -128,6 +128,18 @@ def test_build_errors_and_stale_builds(monkeypatch, tmp_path):
     onednn.build()
 
 
+def test_compiler_fallback_chain(monkeypatch):
+  # $CXX first, then g++ / c++, then zig's clang from the `cxx` extra (machines without g++).
+  monkeypatch.setenv('CXX', sys.executable)
+  assert onednn._compiler() == [sys.executable]
+  monkeypatch.delenv('CXX')
+  monkeypatch.setattr(onednn.shutil, 'which', lambda name: None)
+  monkeypatch.setitem(sys.modules, 'ziglang', object())
+  assert onednn._compiler() == [sys.executable, '-m', 'ziglang', 'c++']
+  monkeypatch.setitem(sys.modules, 'ziglang', None)   # import fails
+  assert onednn._compiler() is None
+
+
 def test_choose_impl_prefers_onednn_on_cpu_float32():
   assert layers.choose_impl(1, 'cpu') == 'onednn'
   assert layers.choose_impl(37, 'cpu', padding=((1, 1), (1, 1))) == 'onednn'
