@@ -254,7 +254,7 @@ def _check(x, w, strides, padding, groups):
   if x.shape[-1] != w.shape[-2] * groups or w.shape[-1] % groups:
     raise ValueError(f'groups {groups} do not match input channels {x.shape[-1]} and kernel '
                      f'{w.shape}')
-  if any(s < 1 for s in output_shape(x.shape, w.shape, strides, padding)):
+  if any(s < 1 for s in output_shape(x.shape, w.shape, strides, padding)[1:-1]):
     raise ValueError(f'kernel {w.shape[:nd]} is larger than the padded input {x.shape[1:-1]}')
   if not available():
     raise RuntimeError(f'ce_jax.onednn is not available: {status()["error"]}')
@@ -335,6 +335,13 @@ def conv(x, w, strides: Sequence[int], padding: Sequence[tuple[int, int]], group
   padding = tuple((int(lo), int(hi)) for lo, hi in padding)
   groups = int(groups)
   _check(x, w, strides, padding, groups)
+  if x.size == 0 or w.size == 0:   # empty batch or channels: XLA's convolution handles those
+    nd = x.ndim - 2
+    dn = jax.lax.ConvDimensionNumbers((0, nd + 1) + tuple(range(1, nd + 1)),
+                                      (nd + 1, nd) + tuple(range(nd)),
+                                      (0, nd + 1) + tuple(range(1, nd + 1)))
+    return jax.lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=dn,
+                                        feature_group_count=groups)
   return _conv(x, w, strides, padding, groups)
 
 

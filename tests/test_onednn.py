@@ -97,6 +97,12 @@ def test_vmap_and_concurrent_independent_calls():
     assert _rel(o, ref(xs[i])) < 1e-5
 
 
+def test_empty_batch_goes_to_xla():
+  x, w = jnp.ones((0, 6, 6, 4)), jnp.ones((3, 3, 2, 4))
+  y, g = jax.value_and_grad(lambda w: jnp.sum(onednn.conv(x, w, (1, 1), ((1, 1), (1, 1)), 2)))(w)
+  assert float(y) == 0.0 and g.shape == w.shape and float(jnp.abs(g).max()) == 0.0
+
+
 def test_bad_input_is_one_line_error():
   x, w = jnp.ones((1, 6, 6, 4)), jnp.ones((3, 3, 2, 4))
   with pytest.raises(ValueError, match='padding >= 0'):
