@@ -41,6 +41,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from typing import Any, Sequence
 
 import jax
@@ -57,6 +58,7 @@ TARGETS = {
 
 _log = logging.getLogger(__name__)
 _state: dict[str, Any] = {}   # 'lib', 'path', 'error' after the first _load()
+_state_lock = threading.Lock()   # first use may come from several tracing threads at once
 
 
 class BuildError(RuntimeError):
@@ -172,12 +174,19 @@ def _find_built() -> pathlib.Path | None:
 def _load() -> dict[str, Any]:
   if _state:
     return _state
+  with _state_lock:
+    if not _state:
+      _load_locked()
+  return _state
+
+
+def _load_locked() -> None:
   if os.environ.get('CE_JAX_ONEDNN', '1').lower() in ('0', 'false', 'no', 'off'):
     _state['error'] = 'disabled by CE_JAX_ONEDNN=0'
-    return _state
+    return
   if sys.platform != 'linux':
     _state['error'] = f'only built on Linux (this is {sys.platform})'
-    return _state
+    return
   try:
     path = _find_built()
     if path is None:
@@ -190,7 +199,6 @@ def _load() -> dict[str, Any]:
     _state.update(lib=lib, path=str(path), version=lib.CeOnednnVersion().decode())
   except (BuildError, OSError, AttributeError) as e:
     _state['error'] = f'{type(e).__name__}: {e}'.splitlines()[0]
-  return _state
 
 
 def available() -> bool:
