@@ -222,6 +222,43 @@ ffi::Error Guard(Fn&& fn) {
   }
 }
 
+// The caller's kernel in the layout primitive `e` wants (a reorder into a fresh buffer if needed).
+dnnl::memory PrimitiveWeights(const Geometry& geo, const Entry& e, dnnl::stream& stream,
+                              void* w) {
+  dnnl::memory user_w(geo.UserWeights(), Engine(), w);
+  if (!e.reorder) return user_w;
+  dnnl::memory wei(e.weights_md, Engine());
+  e.weights_reorder.execute(stream, user_w, wei);
+  return wei;
+}
+
+// Each Run* enqueues one primitive on `stream`; callers hold execute_mutex and wait.
+void RunForward(const Geometry& geo, const Entry& e, dnnl::stream& stream, void* x, void* w,
+                void* y) {
+  e.conv.execute(stream, {{DNNL_ARG_SRC, dnnl::memory(geo.Activation(geo.c, geo.in), Engine(), x)},
+                          {DNNL_ARG_WEIGHTS, PrimitiveWeights(geo, e, stream, w)},
+                          {DNNL_ARG_DST, dnnl::memory(geo.Activation(geo.o, geo.out), Engine(), y)}});
+}
+
+void RunBackwardData(const Geometry& geo, const Entry& e, dnnl::stream& stream, void* dy, void* w,
+                     void* dx) {
+  e.conv.execute(stream,
+                 {{DNNL_ARG_DIFF_DST, dnnl::memory(geo.Activation(geo.o, geo.out), Engine(), dy)},
+                  {DNNL_ARG_WEIGHTS, PrimitiveWeights(geo, e, stream, w)},
+                  {DNNL_ARG_DIFF_SRC, dnnl::memory(geo.Activation(geo.c, geo.in), Engine(), dx)}});
+}
+
+void RunBackwardWeights(const Geometry& geo, const Entry& e, dnnl::stream& stream, void* x,
+                        void* dy, void* dw) {
+  dnnl::memory user_dw(geo.UserWeights(), Engine(), dw);
+  dnnl::memory diff_wei = e.reorder ? dnnl::memory(e.weights_md, Engine()) : user_dw;
+  e.conv.execute(stream,
+                 {{DNNL_ARG_SRC, dnnl::memory(geo.Activation(geo.c, geo.in), Engine(), x)},
+                  {DNNL_ARG_DIFF_DST, dnnl::memory(geo.Activation(geo.o, geo.out), Engine(), dy)},
+                  {DNNL_ARG_DIFF_WEIGHTS, diff_wei}});
+  if (e.reorder) e.weights_reorder.execute(stream, diff_wei, user_dw);
+}
+
 ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
                        ffi::ResultBuffer<ffi::F32> y, ffi::Span<const int64_t> strides,
                        ffi::Span<const int64_t> padding, int64_t groups) {
@@ -233,15 +270,7 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
     auto e = Get(geo, Kind::kForward);
     std::lock_guard<std::mutex> lock(execute_mutex);
     dnnl::stream stream(Engine());
-    dnnl::memory src(geo.Activation(geo.c, geo.in), Engine(), x.typed_data());
-    dnnl::memory dst(geo.Activation(geo.o, geo.out), Engine(), y->typed_data());
-    dnnl::memory user_w(geo.UserWeights(), Engine(), w.typed_data());
-    dnnl::memory wei = user_w;
-    if (e->reorder) {
-      wei = dnnl::memory(e->weights_md, Engine());
-      e->weights_reorder.execute(stream, user_w, wei);
-    }
-    e->conv.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}});
+    RunForward(geo, *e, stream, x.typed_data(), w.typed_data(), y->typed_data());
     stream.wait();
     return ffi::Error::Success();
   });
@@ -258,16 +287,7 @@ ffi::Error BackwardDataImpl(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> w,
     auto e = Get(geo, Kind::kBackwardData);
     std::lock_guard<std::mutex> lock(execute_mutex);
     dnnl::stream stream(Engine());
-    dnnl::memory diff_src(geo.Activation(geo.c, geo.in), Engine(), dx->typed_data());
-    dnnl::memory diff_dst(geo.Activation(geo.o, geo.out), Engine(), dy.typed_data());
-    dnnl::memory user_w(geo.UserWeights(), Engine(), w.typed_data());
-    dnnl::memory wei = user_w;
-    if (e->reorder) {
-      wei = dnnl::memory(e->weights_md, Engine());
-      e->weights_reorder.execute(stream, user_w, wei);
-    }
-    e->conv.execute(stream, {{DNNL_ARG_DIFF_DST, diff_dst}, {DNNL_ARG_WEIGHTS, wei},
-                             {DNNL_ARG_DIFF_SRC, diff_src}});
+    RunBackwardData(geo, *e, stream, dy.typed_data(), w.typed_data(), dx->typed_data());
     stream.wait();
     return ffi::Error::Success();
   });
@@ -284,14 +304,7 @@ ffi::Error BackwardWeightsImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy
     auto e = Get(geo, Kind::kBackwardWeights);
     std::lock_guard<std::mutex> lock(execute_mutex);
     dnnl::stream stream(Engine());
-    dnnl::memory src(geo.Activation(geo.c, geo.in), Engine(), x.typed_data());
-    dnnl::memory diff_dst(geo.Activation(geo.o, geo.out), Engine(), dy.typed_data());
-    dnnl::memory user_dw(geo.UserWeights(), Engine(), dw->typed_data());
-    dnnl::memory diff_wei = user_dw;
-    if (e->reorder) diff_wei = dnnl::memory(e->weights_md, Engine());
-    e->conv.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, diff_dst},
-                             {DNNL_ARG_DIFF_WEIGHTS, diff_wei}});
-    if (e->reorder) e->weights_reorder.execute(stream, diff_wei, user_dw);
+    RunBackwardWeights(geo, *e, stream, x.typed_data(), dy.typed_data(), dw->typed_data());
     stream.wait();
     return ffi::Error::Success();
   });
@@ -312,23 +325,8 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
     auto ew = Get(geo, Kind::kBackwardWeights);
     std::lock_guard<std::mutex> lock(execute_mutex);
     dnnl::stream stream(Engine());
-    dnnl::memory src(geo.Activation(geo.c, geo.in), Engine(), x.typed_data());
-    dnnl::memory diff_src(geo.Activation(geo.c, geo.in), Engine(), dx->typed_data());
-    dnnl::memory diff_dst(geo.Activation(geo.o, geo.out), Engine(), dy.typed_data());
-    dnnl::memory user_w(geo.UserWeights(), Engine(), w.typed_data());
-    dnnl::memory user_dw(geo.UserWeights(), Engine(), dw->typed_data());
-    dnnl::memory wei = user_w;
-    if (ed->reorder) {
-      wei = dnnl::memory(ed->weights_md, Engine());
-      ed->weights_reorder.execute(stream, user_w, wei);
-    }
-    ed->conv.execute(stream, {{DNNL_ARG_DIFF_DST, diff_dst}, {DNNL_ARG_WEIGHTS, wei},
-                              {DNNL_ARG_DIFF_SRC, diff_src}});
-    dnnl::memory diff_wei = user_dw;
-    if (ew->reorder) diff_wei = dnnl::memory(ew->weights_md, Engine());
-    ew->conv.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, diff_dst},
-                              {DNNL_ARG_DIFF_WEIGHTS, diff_wei}});
-    if (ew->reorder) ew->weights_reorder.execute(stream, diff_wei, user_dw);
+    RunBackwardData(geo, *ed, stream, dy.typed_data(), w.typed_data(), dx->typed_data());
+    RunBackwardWeights(geo, *ew, stream, x.typed_data(), dy.typed_data(), dw->typed_data());
     stream.wait();
     return ffi::Error::Success();
   });
