@@ -1,4 +1,4 @@
-"""NTK-parameterized dense member (SPEC section 1) and the dense collegial ensemble (Eq. 4).
+"""NTK-parameterized dense layer and member, and the dense collegial ensemble (Eq. 4).
 
 Member network with hidden widths ``widths = (n_1, ..., n_L)`` (``depth = L + 1`` weight
 matrices), input dimension ``n_0`` taken from the input, all weights i.i.d. N(0, 1), no biases,
@@ -8,8 +8,10 @@ phi = ReLU::
     h_{l+1} = sqrt(2/n_l) W_{l+1} phi(h_l)
     f(x)    = sqrt(1/n_L) W_out phi(h_L)
 
-Parameters: ``{'params': {'layer_0': {'kernel': (n_0, n_1)}, ..., 'layer_L': {'kernel':
-(n_L, num_outputs)}}}``.
+Every weight matrix is an :class:`NTKDense` layer ``z = sqrt(gain / fan_in) x W (+ b)`` with
+``W ~ N(0, 1)`` and the scale applied in the forward pass (gain 2 for the hidden layers, 1 for the
+readout; :func:`layer_scales`), named ``layer_{i}``. Parameters: ``{'params': {'layer_0':
+{'kernel': (n_0, n_1)}, ..., 'layer_L': {'kernel': (n_L, num_outputs)}}}``.
 
 The collegial ensemble of ``m`` members is ONE module whose kernels are stacked block-diagonal
 weights ``(m, n_in, n_out)`` applied with a batched contraction (einsum); its output is
@@ -29,7 +31,7 @@ import jax.numpy as jnp
 
 from ce_jax import _validate
 
-__all__ = ['DenseMember', 'DenseEnsemble', 'member_params', 'stack_member_params',
+__all__ = ['NTKDense', 'DenseMember', 'DenseEnsemble', 'member_params', 'stack_member_params',
            'unstack_member_params', 'num_members', 'layer_scales']
 
 _STD_NORMAL = nn.initializers.normal(stddev=1.0)
@@ -48,8 +50,38 @@ def layer_scales(n0: int, widths: Sequence[int]) -> tuple[float, ...]:
   return tuple(math.sqrt(2.0 / n) for n in fan_ins[:-1]) + (math.sqrt(1.0 / fan_ins[-1]),)
 
 
+class NTKDense(nn.Module):
+  """Dense layer in the NTK parameterization: ``y = sqrt(gain / fan_in) x W + b``.
+
+  ``W`` of shape ``(fan_in, features)`` (``fan_in = x.shape[-1]``) is drawn from
+  ``kernel_init`` (N(0, 1) by default) and the ``sqrt(gain / fan_in)`` scale is applied in the
+  forward pass, so pre-activations are O(1) at any width. The optional bias (``use_bias``, off by
+  default, ``bias_init`` zeros) is added unscaled.
+
+  Input ``(..., fan_in)`` -> output ``(..., features)``; computed in the promoted dtype of ``x``
+  and the kernel.
+  """
+  features: int
+  gain: float = 2.0
+  use_bias: bool = False
+  param_dtype: Any = jnp.float32
+  kernel_init: Any = _STD_NORMAL
+  bias_init: Any = nn.initializers.zeros_init()
+
+  @nn.compact
+  def __call__(self, x):
+    n_in = x.shape[-1]
+    kernel = self.param('kernel', self.kernel_init, (n_in, self.features), self.param_dtype)
+    x, kernel = _promote(x, kernel)
+    y = math.sqrt(self.gain / n_in) * (x @ kernel)
+    if self.use_bias:
+      bias = self.param('bias', self.bias_init, (self.features,), self.param_dtype)
+      y = y + jnp.asarray(bias, y.dtype)
+    return y
+
+
 class DenseMember(nn.Module):
-  """One NTK-parameterized ReLU MLP member (SPEC section 1).
+  """One NTK-parameterized ReLU MLP member: ``NTKDense`` layers ``layer_0 .. layer_L``.
 
   Attributes:
     widths: hidden widths ``(n_1, ..., n_L)``; ``depth = len(widths) + 1`` >= 2. Widths may
@@ -77,15 +109,13 @@ class DenseMember(nn.Module):
     """``x``: ``(batch, n_0)`` -> ``(batch, num_outputs)``."""
     _validate.finite_array('x', x, ndim=2)
     outs = tuple(self.widths) + (self.num_outputs,)
-    scales = layer_scales(x.shape[-1], self.widths)
     h = x
-    for i, (n_out, c) in enumerate(zip(outs, scales)):
-      kernel = self.param(f'layer_{i}',
-                          lambda k, s: {'kernel': _STD_NORMAL(k, s, self.param_dtype)},
-                          (h.shape[-1], n_out))['kernel']
-      h, kernel = _promote(h, kernel)
-      h = c * (h @ kernel)
-      if i < len(self.widths):
+    for i, n_out in enumerate(outs):
+      hidden = i < len(self.widths)
+      # Gains 2 (hidden) and 1 (readout): the scales of layer_scales(n_0, widths).
+      h = NTKDense(n_out, gain=2.0 if hidden else 1.0, param_dtype=self.param_dtype,
+                   name=f'layer_{i}')(h)
+      if hidden:
         h = nn.relu(h)
     return h
 
