@@ -40,7 +40,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ce_jax import _validate, accounting, blocks
+from ce_jax import _validate, presets
+from ce_jax import member as member_lib
+from ce_jax.member import Member
 
 EFFICIENCIES = ('params', 'flops')
 COST_MODELS = ('block', 'network')
@@ -189,66 +191,132 @@ def _positive_widths(widths) -> tuple:
   return _validate.int_list('widths', widths)
 
 
+def _profile_grid(base: tuple, max_width: int) -> np.ndarray:
+  """Candidates ``(max_width, L)``: the baseline profile scaled so its widest layer is 1..max."""
+  grid_n = np.arange(1, max_width + 1)
+  prof = np.asarray(base, np.float64) / max(base)
+  return np.maximum(1, np.rint(grid_n[:, None] * prof[None, :])).astype(np.int64)
+
+
+def _candidates(candidates, num_layers: int) -> np.ndarray:
+  cand = np.asarray(candidates)
+  if cand.ndim == 1:
+    cand = cand[:, None] * np.ones((1, num_layers), np.int64)
+  if cand.ndim != 2 or cand.shape[1] != num_layers or cand.shape[0] < 1:
+    raise ValueError(f'candidates must have shape (G, {num_layers}), got {cand.shape}')
+  if not np.all(np.isfinite(cand)) or np.any(cand < 1) or np.any(cand != np.rint(cand)):
+    raise ValueError('candidates must be integer widths >= 1')
+  return cand.astype(np.int64)
+
+
+def member_problem(member: Member, baseline_width, baseline_m: int = 1, *,
+                   efficiency: str = 'params', fan_in_convention: str = 'channels',
+                   max_width: int = 256, candidates: Any = None, cost_model: str = 'block',
+                   name: str | None = None, progress=None) -> Problem:
+  """The search problem of ANY member (:class:`ce_jax.member.Member`), read from its module.
+
+  Args:
+    member: the member (or block path) and, optionally, its network builder.
+    baseline_width: the baseline member's width ``n~`` (int, or per-layer tuple).
+    baseline_m: members (paths, cardinality) of the baseline, ``m_s``.
+    efficiency: ``'params'`` or ``'flops'`` (per example, on the member's example input).
+    fan_in_convention: S convention, ``'channels'`` or ``'kernel'``.
+    max_width: candidates are widths 1..max_width (a per-layer baseline: its profile scaled so
+      that the widest layer is 1..max_width).
+    candidates: instead, a ``(G,)`` list of widths or ``(G, L)`` array of per-layer widths.
+    cost_model: ``'block'`` (beta of one member) or ``'network'`` (needs ``member.network``:
+      the per-member cost of the whole network, ``cost(m=2, n) - cost(m=1, n)``).
+    name: the baseline's name in reports (default ``member.name``).
+    progress: optional ``progress(done, total)`` while tracing (only if widths must be traced
+      one by one, see :mod:`ce_jax.member`).
+
+  beta(n), FLOPs and S(n) come from :func:`ce_jax.member.profile`; whole-network counts for the
+  integer m from :func:`ce_jax.member.network_counts`.
+  """
+  if not isinstance(member, Member):
+    raise ValueError(f'member must be a ce_jax.member.Member, got {type(member).__name__}')
+  _validate.choice('efficiency', efficiency, EFFICIENCIES)
+  _validate.choice('fan_in_convention', fan_in_convention, member_lib.FAN_IN_CONVENTIONS)
+  _validate.choice('cost_model', cost_model, COST_MODELS)
+  baseline_m = _validate.positive_int('baseline_m', baseline_m)
+  base = member_lib.canonical_width(baseline_width)
+  scalar = not isinstance(base, tuple)
+  base_vec = member_lib.width_vector(base)
+  if candidates is None:
+    max_width = _validate.positive_int('max_width', max_width)
+    grid = (np.arange(1, max_width + 1)[:, None] if scalar
+            else _profile_grid(base_vec, max_width))
+  else:
+    grid = _candidates(candidates, len(base_vec))
+  widths_arg = grid[:, 0] if scalar else grid
+  prof = member_lib.profile(member, list(widths_arg) if scalar else widths_arg,
+                            extra_checks=[base_vec], progress=progress)
+  base_prof = member_lib.profile(member, [base] if scalar else np.asarray([base_vec]))
+  key = efficiency
+  if cost_model == 'block':
+    cost = np.asarray(getattr(prof, key), np.float64)
+    beta_s = baseline_m * float(getattr(base_prof, key)[0])
+  else:
+    if member.network is None:
+      raise ValueError(f"cost_model='network' needs a member with a network builder; "
+                       f"{member.name!r} has none")
+    if not scalar:
+      raise ValueError("cost_model='network' needs an int width (not per-layer widths)")
+    per = member_lib.network_width_counts(member, (1, 2), grid[:, 0])
+    cost = np.asarray(per[2][key] - per[1][key], np.float64)
+    pb = member_lib.network_width_counts(member, (1, 2), [base])
+    beta_s = baseline_m * float(pb[2][key][0] - pb[1][key][0])
+  s = np.asarray(prof.fan_in_sum[fan_in_convention], np.float64)
+  s_s = float(base_prof.fan_in_sum[fan_in_convention][0])
+
+  def to_width(w):
+    w = tuple(int(x) for x in np.atleast_1d(w))
+    return w[0] if scalar else w
+
+  def network(m, w):
+    return member_lib.network_counts(member, m, to_width(w))
+
+  def label(m, w):
+    return member.make_label(int(m), to_width(w))
+
+  base_net = network(baseline_m, base_vec)
+  n_label = grid.max(axis=1)
+  return Problem(name or member.name, efficiency, n_label, grid, cost, s, float(beta_s), s_s,
+                 baseline_m, base_vec, network,
+                 {'params': int(base_net['params']), 'flops': int(base_net['flops'])}, label,
+                 fan_in_convention)
+
+
 def dense_problem(depth: int | None = None, width: int | None = None, input_dim: int = 748,
                   num_outputs: int = 1, efficiency: str = 'params', max_width: int = 1024,
                   widths: Sequence[int] | None = None,
                   candidates: Any = None) -> Problem:
-  """Search problem for a dense member (NTK MLP of SPEC section 1, no biases).
+  """Search problem for the paper's dense member (preset :func:`ce_jax.presets.dense`).
 
-  Baseline: hidden widths ``widths`` (heterogeneous allowed) or ``(width,) * (depth - 1)``.
-  Candidates: ``candidates`` (G, L) array of per-layer width vectors, or by default the baseline
-  profile scaled so that its widest layer is n = 1..max_width (uniform baseline: all layers n).
-  beta = n_0 n_1 + sum n_l n_{l+1} + n_L k (FLOPs: 2 beta); S = sum_l 1 / n_l.
+  Baseline: hidden widths ``widths`` (heterogeneous allowed) or ``depth - 1`` layers of
+  ``width``. Candidates: ``candidates`` (G, L) per-layer widths, or by default widths
+  1..max_width (heterogeneous baseline: its profile scaled so that its widest layer is n).
+  Everything is read from the module (for this member beta = n_0 n_1 + sum n_l n_{l+1} + n_L k,
+  FLOPs 2 beta and S = sum_l 1 / n_l over the hidden layers, which the tests check).
   """
   _validate.choice('efficiency', efficiency, EFFICIENCIES)
   input_dim = _validate.positive_int('input_dim', input_dim)
   num_outputs = _validate.positive_int('num_outputs', num_outputs)
   if widths is not None:
-    if depth is not None and depth != len(tuple(widths)) + 1:
+    if depth is not None and depth != len(tuple(_positive_widths(widths))) + 1:
       raise ValueError(f'conflicting depth {depth} and widths {tuple(widths)} '
                        f'(depth must be len(widths) + 1)')
     base = _positive_widths(widths)
+    depth = len(base) + 1
   else:
     if depth is None or width is None:
       raise ValueError('dense_problem needs widths, or depth and width')
     depth = _validate.positive_int('depth', depth, minimum=2)
     width = _validate.positive_int('width', width)
-    base = (width,) * (depth - 1)
-  if candidates is None:
-    max_width = _validate.positive_int('max_width', max_width)
-    grid_n = np.arange(1, max_width + 1)
-    profile = np.asarray(base, np.float64) / max(base)
-    cand = np.maximum(1, np.rint(grid_n[:, None] * profile[None, :])).astype(np.int64)
-  else:
-    cand = np.asarray(candidates)
-    if cand.ndim == 1:
-      cand = cand[:, None] * np.ones((1, len(base)), np.int64)
-    if cand.ndim != 2 or cand.shape[1] != len(base) or cand.shape[0] < 1:
-      raise ValueError(f'candidates must have shape (G, {len(base)}), got {cand.shape}')
-    if not np.all(np.isfinite(cand)) or np.any(cand < 1) or np.any(cand != np.rint(cand)):
-      raise ValueError('candidates must be integer widths >= 1')
-    cand = cand.astype(np.int64)
-    grid_n = cand.max(axis=1)
-  dims_in = np.concatenate([np.full((len(cand), 1), input_dim), cand], axis=1)
-  dims_out = np.concatenate([cand, np.full((len(cand), 1), num_outputs)], axis=1)
-  beta = (dims_in * dims_out).sum(axis=1).astype(np.float64)
-  s = (1.0 / cand).sum(axis=1)
-  unit = 2.0 if efficiency == 'flops' else 1.0
-  beta_s = accounting.dense_params(input_dim, base, num_outputs)
-
-  def network(m, w):
-    p = np.asarray(m) * accounting.dense_params(input_dim, tuple(int(x) for x in w), num_outputs)
-    return {'params': p, 'flops': 2 * p}
-
-  def label(m, w):
-    w = tuple(int(x) for x in w)
-    if len(set(w)) == 1:  # uniform member: 'm x n', like the paper's '30x48'
-      return f'{int(m)}x{w[0]}'
-    return f'{int(m)}x[{"-".join(map(str, w))}]'  # heterogeneous widths per layer
-
-  return Problem('dense', efficiency, grid_n, cand, beta * unit, s, unit * beta_s,
-                 float(sum(1.0 / w for w in base)), 1, base, network,
-                 {'params': beta_s, 'flops': 2 * beta_s}, label, None)
+    base = (width,) * (depth - 1)   # per-layer widths: designs report them layer by layer
+  member = presets.dense(depth, input_dim, num_outputs)
+  return member_problem(member, base, 1, efficiency=efficiency, max_width=max_width,
+                        candidates=candidates, name='dense')
 
 
 def resnext_problem(name: str = 'resnext29', cardinality: int = 1, base_width: int = 128,
@@ -257,60 +325,28 @@ def resnext_problem(name: str = 'resnext29', cardinality: int = 1, base_width: i
                     image_size: int | None = None, cost_model: str = 'block') -> Problem:
   """Search problem for a ResNeXt/ResNet baseline ``cardinality`` x ``base_width``d (Algorithm 2).
 
-  The ensemble lives at block level: a path of width n of the canonical bottleneck
-  (256 -> n -> n -> 256, ``ce_jax.blocks``) with ``beta(n) = 256 n + 9 n^2 + 256 n`` parameters
-  (FLOPs: ``2 H W beta(n)``, the resolution cancels in every ratio), S(n) per
-  ``fan_in_convention``. ``cost_model='network'`` uses instead the per-path cost of the whole
-  network (cost(C=2, d=n) - cost(C=1, d=n); every stage, stem excluded), S still per block.
-  Integer m, params and FLOPs are always whole-network (closed forms of ``ce_jax.accounting``).
+  The ensemble lives at block level: a path of width n of the canonical bottleneck (preset
+  :func:`ce_jax.presets.bottleneck`, 256 -> n -> n -> 256), whose parameters, FLOPs and S(n) are
+  read from the module; the network is the registry ResNeXt of cardinality m and base width n,
+  counted from its module for the integer m. ``cost_model='network'`` uses the per-path cost of
+  the whole network (``cost(C=2, d=n) - cost(C=1, d=n)``) instead of one block's.
   """
   _validate.choice('baseline', name, RESNEXT_BASELINES)
   _validate.choice('efficiency', efficiency, EFFICIENCIES)
-  _validate.choice('fan_in_convention', fan_in_convention, blocks.FAN_IN_CONVENTIONS)
+  _validate.choice('fan_in_convention', fan_in_convention, member_lib.FAN_IN_CONVENTIONS)
   _validate.choice('cost_model', cost_model, COST_MODELS)
   cardinality = _validate.positive_int('cardinality', cardinality)
   base_width = _validate.positive_int('base_width', base_width)
   max_width = _validate.positive_int('max_width', max_width)
-  if num_classes is None:
-    num_classes = 10 if name == 'resnext29' else 1000
+  num_classes = presets.default_num_classes(name) if num_classes is None else num_classes
   num_classes = _validate.positive_int('num_classes', num_classes)
-  image_size = accounting.default_image_size(name) if image_size is None else image_size
-  image_size = _validate.positive_int('image_size', image_size)
-  from ce_jax.models import resnext as resnext_lib
+  from ce_jax.models import resnext as resnext_lib  # pylint: disable=g-import-not-at-top
   sizes, outs, _ = resnext_lib.ARCHITECTURES[name]
   resnext_lib.validate_config(sizes, outs, cardinality, base_width, num_classes)
-  config = accounting.resnext_config(name)
-  grid_n = np.arange(1, max_width + 1)
-  key = 'flops' if efficiency == 'flops' else 'params'
-  if cost_model == 'block':
-    if efficiency == 'flops':
-      beta = accounting.bottleneck_path_flops(grid_n.astype(np.float64), 256, 256, spatial=1)
-      beta_s = cardinality * accounting.bottleneck_path_flops(float(base_width), 256, 256, 1)
-    else:
-      beta = blocks.bottleneck_path_params(grid_n.astype(np.float64), 256, 256)
-      beta_s = cardinality * blocks.bottleneck_path_params(float(base_width), 256, 256)
-  else:
-    def per_path(d):
-      c2 = accounting.resnext_cost(config, 2, d, num_classes, image_size)[key]
-      c1 = accounting.resnext_cost(config, 1, d, num_classes, image_size)[key]
-      return np.asarray(c2 - c1, np.float64)
-    beta = per_path(grid_n)
-    beta_s = cardinality * float(per_path(base_width))
-  s = blocks.bottleneck_fan_in_sum(grid_n.astype(np.float64), 256, fan_in_convention)
-  s_s = float(blocks.bottleneck_fan_in_sum(float(base_width), 256, fan_in_convention))
-
-  def network(m, w):
-    c = accounting.resnext_cost(config, np.asarray(m), int(w[0]), num_classes, image_size)
-    return {'params': c['params'], 'flops': c['flops']}
-
-  def label(m, w):
-    return f'{int(m)}x{int(w[0])}d'
-
-  base_net = accounting.resnext_cost(config, cardinality, base_width, num_classes, image_size)
-  return Problem(name, efficiency, grid_n, grid_n[:, None], np.asarray(beta, np.float64), s,
-                 float(beta_s), s_s, cardinality, (base_width,), network,
-                 {'params': int(base_net['params']), 'flops': int(base_net['flops'])}, label,
-                 fan_in_convention)
+  member = presets.bottleneck(name, num_classes=num_classes, image_size=image_size)
+  return member_problem(member, base_width, cardinality, efficiency=efficiency,
+                        fan_in_convention=fan_in_convention, max_width=max_width,
+                        cost_model=cost_model, name=name)
 
 
 # --------------------------------------------------------------------------------------------

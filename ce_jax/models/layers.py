@@ -49,6 +49,8 @@ pass is not differentiable again and there is no forward mode (``jax.jvp``) thro
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 from typing import Any, Callable, NamedTuple, Sequence
 
@@ -69,6 +71,24 @@ default_kernel_init = nn.initializers.lecun_normal()
 
 # ---------------------------------------------------------------------------------------------
 # Grouped convolution with a custom VJP.
+
+
+_REFERENCE_CONVOLUTIONS = contextvars.ContextVar('ce_jax_reference_convolutions', default=False)
+
+
+@contextlib.contextmanager
+def reference_convolutions():
+  """Within this context ``GroupedConv(impl='auto')`` traces as ONE ``lax.conv_general_dilated``.
+
+  Same numbers as the fast paths; used by :mod:`ce_jax.member` so that the jaxpr it reads shows
+  each grouped convolution as one convolution with its ``feature_group_count`` (the XLA:CPU
+  fallbacks split it into per-group convolutions inside a custom VJP).
+  """
+  token = _REFERENCE_CONVOLUTIONS.set(True)
+  try:
+    yield
+  finally:
+    _REFERENCE_CONVOLUTIONS.reset(token)
 
 
 class ConvSpec(NamedTuple):
@@ -333,6 +353,8 @@ class GroupedConv(nn.Module):
     if not dilated and isinstance(padding, str):
       explicit = lax.padtype_to_pads(inputs.shape[1:-1], kernel_size, strides, padding)
     pairs = None if isinstance(explicit, str) else explicit
+    if impl == 'auto' and _REFERENCE_CONVOLUTIONS.get():
+      impl = 'stock'
     if impl == 'auto':
       impl = choose_impl(groups, None, in_dil, k_dil, inputs.dtype, pairs, nsp)
     elif impl == 'onednn' and (pairs is None or not onednn.supports(inputs.dtype, nsp, pairs,
