@@ -426,10 +426,11 @@ def _dense(mod, x, call: _Call, m: int, shared: bool, last: bool):
   elif shared:                   # sum_j x W_j = x (sum_j W_j)
     y = lax.dot_general(x, jnp.sum(kernel, axis=0), (((x.ndim - 1,), (0,)), ((), ())),
                         precision=precision)
-  elif not last:                 # block-diagonal: (..., m, i) x (m, i, o) -> (..., m, o)
+  elif not last:                 # block-diagonal: (..., m, i) x (m, i, o) -> (m, ..., o)
     xs = x.reshape(lead + (m, n_in))
-    y = jnp.einsum('...mi,mio->...mo', xs, kernel, precision=precision)
-    y = y.reshape(lead + (m * n_out,))
+    nb = len(lead)
+    y = lax.dot_general(xs, kernel, (((nb + 1,), (1,)), ((nb,), (0,))), precision=precision)
+    y = jnp.moveaxis(y, 0, -2).reshape(lead + (m * n_out,))
   else:                          # sum_j x_j W_j: one matmul with (m*i, o)
     y = lax.dot_general(x, kernel.reshape(m * n_in, n_out), (((x.ndim - 1,), (0,)), ((), ())),
                         precision=precision)
