@@ -4,15 +4,21 @@ Assumption 1 (paper Eq. 2 and 9) models one NTK entry's normalized second moment
 
     E[K^2] / E[K]^2 = exp(alpha * S),     S = sum_l 1 / fan_in_l
 
-(dense: ``S = sum_l 1/n_l`` over hidden widths; bottleneck: ``blocks.bottleneck_fan_in_sum``).
+with S read from the member's module (:mod:`ce_jax.member`; dense member: ``S = sum_l 1/n_l``
+over the hidden widths; bottleneck path: ``1/256 + 1/n + 1/n`` under the channels convention).
 For widths ``n`` we estimate the ratio by Monte Carlo over random initializations
-(:func:`ce_jax.variance.ntk_moments`) and fit ``y = log ratio`` against ``S`` by weighted least
-squares with weights ``1 / se(y)^2`` (``se(y) = se(ratio) / ratio``, delta method).
+(:func:`ce_jax.variance.ntk_moments`) of any member (:func:`estimate_alpha`) and fit
+``y = log ratio`` against ``S`` by weighted least squares with weights ``1 / se(y)^2``
+(``se(y) = se(ratio) / ratio``, delta method).
 
-**Through the origin by default** (``intercept=False``): the paper's model ``exp(alpha S)`` has
-no free constant, and it must give ratio 1 (a deterministic kernel) as S -> 0 (infinite width).
-``intercept=True`` fits ``y = a + alpha S`` instead, as a diagnostic of model misfit
-(``docs/ALPHA.md`` reports both).
+**The default recipe** (chosen on the evidence in ``docs/ALPHA.md``): widths
+``DEFAULT_WIDTHS`` = 4..256 (n = 1, 2 are heavy-tailed: their Monte-Carlo ratio and standard
+error are biased low together), a first-degree polynomial WITH intercept (the paper's "first
+degree polynomial"; the intercept absorbs the curvature of ``log ratio`` at the ends of the
+range and the input layer's 1/256, which carries no variance for a fixed input), the channels
+convention. On the bottleneck it gives 1.60 (the paper's value) and, through the search, the
+paper's 37x10d and 12x10d. ``intercept=False`` fits through the origin (the model without a
+free constant).
 
 Standard error of alpha: ``sqrt((X^T W X)^-1)`` scaled by ``sqrt(chi2 / dof)`` when that
 exceeds 1 (a misfit inflates it, never shrinks it). ``r2`` is the weighted, centered
@@ -22,13 +28,15 @@ coefficient of determination ``1 - sum w (y - yhat)^2 / sum w (y - ybar_w)^2``.
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple, Optional, Sequence
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ce_jax import _validate, blocks
+from ce_jax import _validate
+from ce_jax import member as member_lib
+from ce_jax.member import Member
 
 BLOCKS = ('dense', 'bottleneck')
 INPUT_DISTRIBUTIONS = ('gaussian', 'relu', 'center_pixel', 'constant')
@@ -46,20 +54,29 @@ class AlphaFit(NamedTuple):
 
 
 class AlphaPoint(NamedTuple):
-  """One Monte-Carlo point of Algorithm 1."""
-  width: int
+  """One Monte-Carlo point of Algorithm 1 (``fan_in_sum`` under the estimate's convention)."""
+  width: Any                 # int, or per-layer tuple
   fan_in_sum: float
   ratio: float
   ratio_stderr: float
   mean: float                # E[K]
   var: float                 # Var[K]
+  params: int = 0            # beta(n) of the member
+  flops: int = 0             # FLOPs of the member on one example
+  fan_in_sums: dict = {}     # {'channels': S, 'kernel': S}
 
 
 class AlphaEstimate(NamedTuple):
+  """Algorithm 1's result: the fit, the points, and the fits under both conventions."""
   block: str
   fit: AlphaFit
   points: tuple
   trials: int
+  fan_in_convention: str = 'channels'
+  intercept: bool = True
+  fits: dict = {}
+  parameterization: str = 'as_given'
+  input_distribution: str = 'gaussian'
 
 
 def _float_vector(name, values):
@@ -75,7 +92,7 @@ def _float_vector(name, values):
 
 def fit_alpha(fan_in_sums: Sequence[float], ratios: Sequence[float],
               ratio_stderrs: Optional[Sequence[float]] = None, *,
-              intercept: bool = False) -> AlphaFit:
+              intercept: bool = True) -> AlphaFit:
   """Fits ``log(ratio) = [a +] alpha * S`` by weighted least squares.
 
   Args:
@@ -83,7 +100,7 @@ def fit_alpha(fan_in_sums: Sequence[float], ratios: Sequence[float],
     ratios: ``E[K^2]/E[K]^2`` of each point, ``(P,)``, finite and > 0.
     ratio_stderrs: standard errors of ``ratios`` ``(P,)``, finite and > 0; ``None`` -> an
       unweighted fit (and ``alpha_stderr`` from the residual scatter).
-    intercept: also fit a constant ``a`` (default: through the origin, the paper's model).
+    intercept: also fit a constant ``a`` (default, the recipe); False: through the origin.
 
   Returns:
     :class:`AlphaFit`.
@@ -176,66 +193,179 @@ def block_input(block: str, key, *, input_dim: int = 748, in_channels: int = 256
 
 def fan_in_sum(block: str, width: int, *, depth: int = 6, in_channels: int = 256,
                fan_in_convention: str = 'channels') -> float:
-  """S of Assumption 1 for ``block`` at width ``n`` (dense: ``(depth - 1)/n``)."""
+  """S of Assumption 1 for a preset ``block`` at width ``n``, read from its module."""
   _validate.choice('block', block, BLOCKS)
   width = _validate.positive_int('width', width)
+  return member_lib.fan_in_sum(_preset(block, depth=depth, in_channels=in_channels), width,
+                               fan_in_convention)
+
+
+def _preset(block: str, *, depth: int = 6, input_dim: int = 748, in_channels: int = 256,
+            out_channels: int = 256) -> Member:
+  from ce_jax import presets  # pylint: disable=g-import-not-at-top
   if block == 'dense':
-    return float(blocks.dense_uniform_fan_in_sum(width, depth))
-  return float(blocks.bottleneck_fan_in_sum(width, in_channels, fan_in_convention))
+    return presets.dense(depth, input_dim)
+  return presets.bottleneck(in_channels=in_channels, out_channels=out_channels)
 
 
-def estimate_alpha(block: str = 'bottleneck', widths: Sequence[int] = (1, 2, 4, 8, 16, 32, 64,
-                                                                     128, 256),
+PARAMETERIZATIONS = ('as_given', 'ntk')
+
+
+def _init_scales(module, x, kwargs, key, min_entries: int = 4096, max_draws: int = 256):
+  """Per-leaf initialization variance of the ``'params'`` leaves, pooled over draws.
+
+  For the ``'ntk'`` reweighting: a leaf initialized with variance sigma^2 is reparameterized as
+  ``theta = sigma z`` with ``z`` of variance 1, so ``|df/dz|^2 = sigma^2 |df/dtheta|^2``.
+  Constant-initialized leaves (biases, normalization scales: variance 0) keep weight 1.
+  """
+  params = module.init(key, x[:1], **kwargs)['params']
+  leaves, treedef = jax.tree_util.tree_flatten(params)
+  out = []
+  for i, leaf in enumerate(leaves):
+    draws = int(min(max_draws, max(1, -(-min_entries // max(1, leaf.size)))))
+    keys = jax.random.split(jax.random.fold_in(key, i + 1), draws)
+    sq = jax.vmap(lambda k: jnp.mean(jnp.square(jax.tree_util.tree_leaves(
+        module.init(k, x[:1], **kwargs)['params'])[i])))(keys)
+    mean_sq = float(jnp.mean(sq))
+    out.append(mean_sq if mean_sq > 0 else 1.0)
+  return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def member_sampler(member: Member, width, x, *, parameterization: str = 'as_given',
+                   scale_key=None):
+  """``key -> (N,)``: the diagonal NTK entry ``K(x_i, x_i)`` of ``member`` at ``width``.
+
+  The entry is ``|d r(x_i) / d theta|^2`` of the member's scalar readout ``r``
+  (:func:`ce_jax.member.apply_readout`) over its ``'params'`` (other collections, e.g.
+  BatchNorm statistics, are held at their initial values: the member is applied with
+  ``member.apply_kwargs``, e.g. ``train=False``). Initializations use the module's own
+  initializers (``parameterization='as_given'``, what the member trains with); ``'ntk'``
+  reweights each leaf's gradient by its initialization variance, which is the NTK of the same
+  network in the NTK parameterization (weights N(0, 1) scaled in the forward pass).
+
+  Fastest path: the closed-form structured diagonal for the library's dense member, else one
+  reverse-mode pass per input (vmapped).
+  """
+  from ce_jax import ntk  # pylint: disable=g-import-not-at-top
+  _validate.choice('parameterization', parameterization, PARAMETERIZATIONS)
+  module = member.build(width)
+  kwargs = member.kwargs
+  x = jnp.asarray(x, member.input_dtype)
+  if (parameterization == 'as_given' and not kwargs and member.readout == 'center'
+      and ntk.structured_applies(module.apply) and getattr(module, 'num_outputs', 0) == 1):
+    diag_fn = ntk.ntk_diagonal_fn(module.apply, backend='structured')
+
+    def structured(key):
+      return diag_fn(x, module.init(key, x[:1]))
+    return structured
+  weights = None
+  if parameterization == 'ntk':
+    scale_key = jax.random.PRNGKey(12345) if scale_key is None else scale_key
+    weights = _init_scales(module, x, kwargs, scale_key)
+
+  def one(variables, xi):
+    rest = {k: v for k, v in variables.items() if k != 'params'}
+
+    def scalar(p):
+      y = module.apply({'params': p, **rest}, xi[None], **kwargs)
+      return member_lib.apply_readout(member, y)[0]
+    g = jax.grad(scalar)(variables['params'])
+    if weights is None:
+      return sum(jnp.sum(l * l) for l in jax.tree_util.tree_leaves(g))
+    return sum(w * jnp.sum(l * l) for l, w in zip(jax.tree_util.tree_leaves(g),
+                                                   jax.tree_util.tree_leaves(weights)))
+
+  def sample_fn(key):
+    variables = module.init(key, x[:1], **kwargs)
+    return jax.vmap(lambda xi: one(variables, xi))(x)
+
+  return sample_fn
+
+
+DEFAULT_WIDTHS = (4, 8, 16, 32, 64, 128, 256)
+"""Algorithm 1's default widths. n = 1, 2 are left out: there the entry is heavy-tailed and the
+Monte-Carlo ratio and its standard error are biased low together (docs/ALPHA.md)."""
+
+
+def estimate_alpha(block: Any = 'bottleneck', widths: Sequence[Any] = DEFAULT_WIDTHS,
                    trials: int = 2000, key=None, *, fan_in_convention: str = 'channels',
                    depth: int = 6, input_dim: int = 748, in_channels: int = 256,
                    out_channels: int = 256, input_distribution: str = 'gaussian',
-                   intercept: bool = False, chunk_size: int = 50,
+                   intercept: bool = True, chunk_size: int = 50,
+                   parameterization: str = 'as_given',
                    progress: Optional[Callable[[int, int, int], None]] = None) -> AlphaEstimate:
-  """Algorithm 1: Monte-Carlo ratios ``E[K^2]/E[K]^2`` of one diagonal NTK entry, then the fit.
+  """Algorithm 1 for any member: Monte-Carlo ``E[K^2]/E[K]^2`` of one diagonal entry, then the fit.
 
   Args:
-    block: ``'dense'`` (member of ``depth`` weight matrices, all hidden widths ``n``, scalar
-      output) or ``'bottleneck'`` (:class:`NTKBottleneck`, cardinality 1, width ``n``,
-      ``in_channels -> out_channels``, centre readout).
-    widths: widths ``n`` to sample (each >= 1, at least one).
+    block: a :class:`ce_jax.member.Member`, or a preset name: ``'dense'`` (member of ``depth``
+      weight matrices on ``input_dim``-d inputs, hidden widths ``n``, scalar output) or
+      ``'bottleneck'`` (one path ``in_channels -> n -> n -> out_channels``, centre readout).
+    widths: widths to sample (ints, or per-layer tuples for such a member; at least one).
     trials: random initializations per width (>= 2; the paper uses 2000).
     key: PRNG key (``jax.random.PRNGKey(0)`` if None). The input is drawn from
-      ``fold_in(key, 0)``, width ``i``'s initializations from ``fold_in(key, i + 1)``.
-    fan_in_convention: S convention for the bottleneck (``'channels'`` or ``'kernel'``).
-    depth, input_dim: dense member shape. in_channels, out_channels: bottleneck shape.
-    input_distribution: bottleneck input, one of ``INPUT_DISTRIBUTIONS`` (see
-      :func:`block_input`).
-    intercept: fit with an intercept (default through the origin).
+      ``fold_in(key, 0)``, width ``i``'s initializations from ``fold_in(key, i + 1)``; trial t
+      of a width uses ``split(., trials)[t]`` whatever ``chunk_size``.
+    fan_in_convention: S of the fit (``'channels'`` or ``'kernel'``); both fits are reported
+      in ``fits``.
+    depth, input_dim, in_channels, out_channels: preset shapes (ignored for a Member).
+    input_distribution: one of ``ce_jax.member.INPUT_DISTRIBUTIONS``.
+    intercept: fit ``log ratio = a + alpha S`` (the default recipe, a first-degree polynomial as
+      in the paper); ``False`` fits through the origin.
     chunk_size: initializations per vmapped chunk (memory bound).
+    parameterization: ``'as_given'`` (the module's own initializers) or ``'ntk'`` (see
+      :func:`member_sampler`).
     progress: optional ``progress(width_index, done, total)``.
 
   Returns:
-    :class:`AlphaEstimate` with the fit and the per-width points.
+    :class:`AlphaEstimate` with the fit under ``fan_in_convention``, the per-width points and
+    ``fits`` under both conventions.
   """
   from ce_jax import variance  # pylint: disable=g-import-not-at-top
-  _validate.choice('block', block, BLOCKS)
-  widths = _validate.int_list('widths', widths)
+  if isinstance(block, Member):
+    member = block
+    name = member.name
+  else:
+    _validate.choice('block', block, BLOCKS)
+    depth = _validate.positive_int('depth', depth, minimum=2)
+    member = _preset(block, depth=depth, input_dim=input_dim, in_channels=in_channels,
+                     out_channels=out_channels)
+    name = block
+  if isinstance(widths, (str, int, np.integer)):
+    widths = _validate.int_list('widths', widths)
+  widths = [member_lib.canonical_width(w, f'widths[{i}]') for i, w in enumerate(widths)]
+  if not widths:
+    raise ValueError('widths must be a non-empty list of widths, got []')
   trials = _validate.positive_int('trials', trials, minimum=2)
-  _validate.choice('fan_in_convention', fan_in_convention, blocks.FAN_IN_CONVENTIONS)
-  depth = _validate.positive_int('depth', depth, minimum=2)
+  _validate.choice('fan_in_convention', fan_in_convention, member_lib.FAN_IN_CONVENTIONS)
+  _validate.choice('parameterization', parameterization, PARAMETERIZATIONS)
   key = jax.random.PRNGKey(0) if key is None else key
-  x = block_input(block, jax.random.fold_in(key, 0), input_dim=input_dim,
-                  in_channels=in_channels, input_distribution=input_distribution)
+  if block == 'dense':
+    x = block_input('dense', jax.random.fold_in(key, 0), input_dim=input_dim)
+  else:
+    x = member_lib.example_batch(member, jax.random.fold_in(key, 0), 1, input_distribution)
+  prof = member_lib.profile(member, widths if all(np.ndim(w) == 0 for w in widths)
+                            else np.asarray([member_lib.width_vector(w) for w in widths]))
   points = []
   for i, n in enumerate(widths):
-    if block == 'dense':
-      sampler = variance.dense_diag_sampler((n,) * (depth - 1), x)
-    else:
-      sampler = variance.bottleneck_diag_sampler(n, x, in_channels=in_channels,
-                                                 out_channels=out_channels)
+    sampler = member_sampler(member, n, x, parameterization=parameterization)
     cb = None if progress is None else (lambda done, total, i=i: progress(i, done, total))
     mom = variance.ntk_moments(sampler, jax.random.fold_in(key, i + 1), trials,
                                chunk_size=chunk_size, progress=cb)
+    if not (np.isfinite(mom.ratio[0]) and mom.ratio[0] > 0 and mom.ratio_stderr[0] > 0):
+      raise ValueError(f'Monte-Carlo ratio at width {n!r} is degenerate (ratio '
+                       f'{float(mom.ratio[0])!r}, stderr {float(mom.ratio_stderr[0])!r}): '
+                       f'is the NTK entry constant over initializations?')
     points.append(AlphaPoint(
-        width=n, fan_in_sum=fan_in_sum(block, n, depth=depth, in_channels=in_channels,
-                                       fan_in_convention=fan_in_convention),
+        width=n, fan_in_sum=float(prof.fan_in_sum[fan_in_convention][i]),
         ratio=float(mom.ratio[0]), ratio_stderr=float(mom.ratio_stderr[0]),
-        mean=float(mom.mean[0]), var=float(mom.var[0])))
-  fit = fit_alpha([p.fan_in_sum for p in points], [p.ratio for p in points],
-                  [p.ratio_stderr for p in points], intercept=intercept)
-  return AlphaEstimate(block=block, fit=fit, points=tuple(points), trials=trials)
+        mean=float(mom.mean[0]), var=float(mom.var[0]),
+        params=int(prof.params[i]), flops=int(prof.flops[i]),
+        fan_in_sums={c: float(prof.fan_in_sum[c][i]) for c in member_lib.FAN_IN_CONVENTIONS}))
+  fits = {}
+  for conv in member_lib.FAN_IN_CONVENTIONS:
+    fits[conv] = fit_alpha([p.fan_in_sums[conv] for p in points], [p.ratio for p in points],
+                           [p.ratio_stderr for p in points], intercept=intercept)
+  return AlphaEstimate(block=name, fit=fits[fan_in_convention], points=tuple(points),
+                       trials=trials, fan_in_convention=fan_in_convention, intercept=intercept,
+                       fits=fits, parameterization=parameterization,
+                       input_distribution=input_distribution)

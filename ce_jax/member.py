@@ -186,12 +186,12 @@ def _first_line(e: BaseException) -> str:
   return f'{type(e).__name__}: {text[0] if text else ""}'.rstrip(': ')
 
 
-def canonical_width(width: Width) -> Width:
+def canonical_width(width: Width, name: str = 'width') -> Width:
   """An int width stays an int; a sequence becomes a tuple of ints >= 1."""
   if isinstance(width, (list, tuple, np.ndarray)):
-    w = _validate.int_list('width', list(np.asarray(width).ravel()))
+    w = _validate.int_list(name, list(np.asarray(width).ravel()))
     return w[0] if len(w) == 1 and not isinstance(width, (list, tuple)) else w
-  return _validate.positive_int('width', width)
+  return _validate.positive_int(name, width)
 
 
 def width_vector(width: Width) -> tuple[int, ...]:

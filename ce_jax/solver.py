@@ -104,6 +104,8 @@ class Design(NamedTuple):
   rho: float
   variance_ratio: float
   label: str
+  n_interval: tuple | None = None    # (min, max) optimal n across alpha's interval
+  m_interval: tuple | None = None    # (min, max) integer m across alpha's interval
 
 
 class Curves(NamedTuple):
@@ -134,6 +136,8 @@ class SearchResult(NamedTuple):
   dual: Design
   strong_duality: bool
   curves: Curves
+  alpha_stderr: float | None = None
+  alpha_interval: tuple | None = None   # (low, high) of alpha's confidence interval
 
 
 # --------------------------------------------------------------------------------------------
@@ -385,19 +389,63 @@ def _dual_m_int(m_real: float) -> int:
   return min(cands, key=lambda m: (abs(math.log(m_real / m)), m))
 
 
-def solve(problem: Problem, alpha: float) -> SearchResult:
-  """Primal and dual optima of ``problem`` for variance exponent ``alpha``."""
-  alpha = _validate.finite_positive('alpha', alpha)
+def _optima(problem: Problem, alpha: float):
   c, i_p, i_d = curves(problem, alpha)
-  primal = _design(problem, alpha, i_p, c.primal_m[i_p],
-                   _primal_m_int(problem, i_p, c.primal_m[i_p]))
-  dual = _design(problem, alpha, i_d, c.dual_m[i_d], _dual_m_int(c.dual_m[i_d]))
+  m_p = _primal_m_int(problem, i_p, c.primal_m[i_p])
+  m_d = _dual_m_int(c.dual_m[i_d])
+  return c, i_p, i_d, m_p, m_d
+
+
+def alpha_interval(alpha: float, alpha_stderr: float, confidence: float = 0.95) -> tuple:
+  """The two-sided normal ``confidence`` interval of alpha, clipped to stay > 0."""
+  from scipy import stats  # pylint: disable=g-import-not-at-top
+  z = float(stats.norm.ppf(0.5 + confidence / 2))
+  lo = alpha - z * alpha_stderr
+  return (max(lo, alpha * 1e-3), alpha + z * alpha_stderr)
+
+
+def solve(problem: Problem, alpha: float, alpha_stderr: float | None = None, *,
+          confidence: float = 0.95, num_alphas: int = 41) -> SearchResult:
+  """Primal and dual optima of ``problem`` for variance exponent ``alpha``.
+
+  With ``alpha_stderr`` the designs also carry ``n_interval`` and ``m_interval``: the range of
+  the optimal n and of the integer m over ``num_alphas`` values spanning alpha's two-sided
+  ``confidence`` interval (normal), i.e. how sure the recommendation is. Every value reuses
+  the one compiled sweep.
+  """
+  alpha = _validate.finite_positive('alpha', alpha)
+  c, i_p, i_d, m_p, m_d = _optima(problem, alpha)
+  primal = _design(problem, alpha, i_p, c.primal_m[i_p], m_p)
+  dual = _design(problem, alpha, i_d, c.dual_m[i_d], m_d)
+  interval = None
+  if alpha_stderr is not None:
+    alpha_stderr = float(alpha_stderr)
+    if not math.isfinite(alpha_stderr) or alpha_stderr < 0:
+      raise ValueError(f'alpha_stderr must be a finite number >= 0, got {alpha_stderr!r}')
+    if not 0 < confidence < 1:
+      raise ValueError(f'confidence must be in (0, 1), got {confidence!r}')
+    num_alphas = _validate.positive_int('num_alphas', num_alphas, minimum=2)
+    interval = alpha_interval(alpha, alpha_stderr, confidence)
+    ns_p, ms_p, ns_d, ms_d = [], [], [], []
+    for a in np.linspace(interval[0], interval[1], num_alphas):
+      _, j_p, j_d, mp, md = _optima(problem, float(a))
+      ns_p.append(int(problem.n[j_p]))
+      ns_d.append(int(problem.n[j_d]))
+      ms_p.append(mp)
+      ms_d.append(md)
+    ns_p.append(primal.n)
+    ns_d.append(dual.n)
+    ms_p.append(primal.m_int)
+    ms_d.append(dual.m_int)
+    primal = primal._replace(n_interval=(min(ns_p), max(ns_p)), m_interval=(min(ms_p), max(ms_p)))
+    dual = dual._replace(n_interval=(min(ns_d), max(ns_d)), m_interval=(min(ms_d), max(ms_d)))
   bw = tuple(problem.baseline_widths)
   baseline = Baseline(problem.name, int(problem.baseline_network['params']),
                       int(problem.baseline_network['flops']), int(max(bw)), problem.baseline_m,
                       bw, problem.label(problem.baseline_m, bw))
   return SearchResult(baseline, alpha, problem.efficiency, problem.fan_in_convention, primal,
-                      dual, bool(primal.n == dual.n and primal.widths == dual.widths), c)
+                      dual, bool(primal.n == dual.n and primal.widths == dual.widths), c,
+                      alpha_stderr, interval)
 
 
 def search(baseline: str, alpha: float, **kwargs) -> SearchResult:
@@ -448,7 +496,9 @@ def evaluate(problem: Problem, alpha: float, m: int, n: int | Sequence[int]) -> 
 def _design_json(d: Design) -> dict:
   return {'n': d.n, 'm': d.m, 'm_int': d.m_int, 'params': d.params, 'flops': d.flops,
           'rho': d.rho, 'variance_ratio': d.variance_ratio, 'label': d.label,
-          'widths': list(d.widths)}
+          'widths': list(d.widths),
+          'n_interval': None if d.n_interval is None else list(d.n_interval),
+          'm_interval': None if d.m_interval is None else list(d.m_interval)}
 
 
 def result_to_json(r: SearchResult) -> dict:
@@ -458,6 +508,8 @@ def result_to_json(r: SearchResult) -> dict:
                    'flops': r.baseline.flops, 'label': r.baseline.label,
                    'widths': list(r.baseline.widths)},
       'alpha': r.alpha,
+      'alpha_stderr': r.alpha_stderr,
+      'alpha_interval': None if r.alpha_interval is None else list(r.alpha_interval),
       'efficiency': r.efficiency,
       'fan_in_convention': r.fan_in_convention,
       'primal': _design_json(r.primal),
@@ -467,6 +519,10 @@ def result_to_json(r: SearchResult) -> dict:
                  'primal_m': r.curves.primal_m, 'dual_m': r.curves.dual_m,
                  'dual_rho': r.curves.dual_rho},
   }
+
+
+def _span(iv) -> str:
+  return str(iv[0]) if iv[0] == iv[1] else f'{iv[0]}..{iv[1]}'
 
 
 def format_result(r: SearchResult) -> str:
@@ -484,5 +540,10 @@ def format_result(r: SearchResult) -> str:
     lines.append(f'{name:<7} {d.n:>5} {d.m:>9.2f} {d.m_int:>6} {d.label:>14} '
                  f'{d.params / 1e6:>8.2f}M {d.flops / 1e9:>8.3f} {d.rho:>6.2f} {rc:>9.2f} '
                  f'{d.variance_ratio:>18.3f}')
+  if r.alpha_interval is not None:
+    lo, hi = r.alpha_interval
+    lines.append(f'alpha {r.alpha:.4g} +- {r.alpha_stderr:.2g}: over its interval '
+                 f'[{lo:.4g}, {hi:.4g}] the optimal n is {_span(r.primal.n_interval)}, '
+                 f'primal m {_span(r.primal.m_interval)}, dual m {_span(r.dual.m_interval)}')
   lines.append(f'strong duality (n_d == n_p): {"yes" if r.strong_duality else "no"}')
   return '\n'.join(lines)

@@ -9,7 +9,7 @@ from ce_jax import alpha, blocks, variance
 
 def test_exact_data_gives_exact_alpha():
   s = np.array([0.01, 0.05, 0.2, 0.5])
-  fit = alpha.fit_alpha(s, np.exp(1.6 * s), 0.01 * np.exp(1.6 * s))
+  fit = alpha.fit_alpha(s, np.exp(1.6 * s), 0.01 * np.exp(1.6 * s), intercept=False)
   assert fit.alpha == pytest.approx(1.6, rel=1e-10)
   assert fit.r2 == pytest.approx(1.0) and fit.intercept == 0.0 and fit.num_points == 4
   fit2 = alpha.fit_alpha(s, np.exp(0.2 + 1.6 * s), None, intercept=True)
@@ -33,7 +33,7 @@ def test_planted_alpha_recovered_from_synthetic_monte_carlo():
     mom = variance.moments_from_samples(k)
     ratios.append(mom.ratio)
     ses.append(mom.ratio_stderr)
-  fit = alpha.fit_alpha(s, ratios, ses)
+  fit = alpha.fit_alpha(s, ratios, ses, intercept=False)
   assert abs(fit.alpha - planted) < 4 * fit.alpha_stderr, fit
   assert fit.alpha_stderr < 0.2 and fit.r2 > 0.95
   fit_i = alpha.fit_alpha(s, ratios, ses, intercept=True)
@@ -63,7 +63,8 @@ def test_estimate_alpha_small_bottleneck_and_dense():
   assert p.width == 4 and p.fan_in_sum == pytest.approx(1 / 16 + 2 / 4)
   assert p.ratio > 1 and p.ratio_stderr > 0
   kern = alpha.estimate_alpha('bottleneck', (4,), 24, jax.random.PRNGKey(0), in_channels=16,
-                              out_channels=16, fan_in_convention='kernel', chunk_size=12)
+                              out_channels=16, fan_in_convention='kernel', chunk_size=12,
+                              intercept=False)
   assert kern.points[0].fan_in_sum == pytest.approx(1 / 16 + 1 / 36 + 1 / 4)
   assert kern.points[0].ratio == pytest.approx(p.ratio)  # same Monte Carlo, other S
   dense = alpha.estimate_alpha('dense', (8, 32), 24, jax.random.PRNGKey(1), depth=3,
@@ -82,6 +83,7 @@ def test_estimate_alpha_small_bottleneck_and_dense():
     (([0.1, -0.2], [1.1, 1.2], None), {}, 'fan_in_sums must be > 0'),
     (([0.1, 0.2], [1.1, 1.2], [0.1, 0.0]), {}, 'ratio_stderrs must be > 0'),
     (([0.1], [1.1], None), {'intercept': True}, 'needs at least 2 points'),
+    (([0.1], [1.1], None), {}, 'needs at least 2 points'),
     (([[0.1]], [[1.1]], None), {}, 'fan_in_sums must be 1-dimensional'),
 ])
 def test_fit_alpha_bad_input(args, kwargs, match):
