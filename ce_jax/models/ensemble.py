@@ -77,7 +77,6 @@ last weight layer's output unchanged.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any, Callable, NamedTuple, Sequence
 
@@ -131,6 +130,10 @@ def ensemble(factory: Callable[[Any], nn.Module] | nn.Module, m: int, width: Any
       and ``NTKConv`` use ``'auto'`` (oneDNN on CPU: reverse-mode derivatives only; pass
       ``'stock'`` for forward mode).
     name: the Flax module name of the ensemble (when it is a submodule).
+
+  Inside a compact method prefer a factory: ``factory(width)`` is built outside the enclosing
+  module, while a member instance built there has already taken an auto-name in it (harmless:
+  the ensemble detaches it, its parameters live under the ensemble's name).
 
   Returns:
     An :class:`Ensemble`; ``ens(x, *args, **kwargs)`` forwards the extra arguments to the member
@@ -334,14 +337,13 @@ def _trace_member(member: nn.Module, x, args, kwargs, block: bool) -> _Plan:
       raise ValueError(f'the member uses {type(mod).__name__} {_name(path)}, which mixes channels '
                        f'outside a weight layer: ensemble() cannot group it')
   owners = {p for p, mod in modules.items() if type(mod) in WEIGHT_LAYERS + NORM_LAYERS}
-  flat = jax.tree_util.tree_flatten_with_path(variables)[0]
-  for kpath, _ in flat:
+  layer_names = ', '.join(c.__name__ for c in WEIGHT_LAYERS)
+  for kpath, _ in jax.tree_util.tree_flatten_with_path(variables)[0]:
     keys = tuple(getattr(k, 'key', getattr(k, 'name', k)) for k in kpath)
     col, rest = keys[0], keys[1:]
     if not any(rest[:len(p)] == p for p in owners if len(p) < len(rest)):
       raise ValueError(f"member variable {col}/{'/'.join(map(str, rest))} is not created by a "
-                       f'weight layer ensemble() can group ({", ".join(c.__name__ for c in WEIGHT_LAYERS)}) '
-                       f'or a BatchNorm')
+                       f'weight layer ensemble() can group ({layer_names}) or a BatchNorm')
   if not calls:
     raise ValueError('the member calls no weight layer (nn.Dense, nn.Conv, GroupedConv, NTKConv, '
                      'NTKDense): there is nothing to ensemble')
@@ -355,8 +357,8 @@ def _trace_member(member: nn.Module, x, args, kwargs, block: bool) -> _Plan:
     n_in = c.in_shape[-1]
     if n_in != x_channels and n_in not in produced:
       raise ValueError(f'weight layer {_name(c.path)} reads {n_in} features, neither the member '
-                       f"input's channels nor an earlier weight layer's outputs: a flatten, reshape "
-                       f'or concatenation across channels cannot be grouped')
+                       f"input's channels nor an earlier weight layer's outputs: a flatten, "
+                       f'reshape or concatenation across channels cannot be grouped')
     produced.add(c.out_shape[-1])
   if block and not checks['returns_last']:
     raise ValueError('block aggregation sums the paths inside the last weight layer: the member '
@@ -465,8 +467,8 @@ def _conv(mod, x, call: _Call, m: int, shared: bool, last: bool, conv_impl: str 
                   promote_dtype=mod.promote_dtype, impl=impl)
     if isinstance(mod, _layers.GroupedConv):
       fields['chunk'] = mod.chunk
-    kernel_init, use_bias, bias_init, dtype = mod.kernel_init, mod.use_bias, mod.bias_init, mod.dtype
-    scale = None
+    kernel_init, use_bias, bias_init = mod.kernel_init, mod.use_bias, mod.bias_init
+    dtype, scale = mod.dtype, None
   if n_in % g or features % g:
     raise ValueError(f'weight layer {_name(call.path)}: feature_group_count {g} must divide the '
                      f'input features {n_in} and features {features}')

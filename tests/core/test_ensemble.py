@@ -68,6 +68,20 @@ class ConvMember(nn.Module):
     return nn.Dense(2, param_dtype=self.dtype, name='head')(h)
 
 
+class GroupedFirstMember(nn.Module):
+  """A grouped conv on the shared input (tiled m times), an NTKConv with groups on m*C."""
+  dtype: object = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    h = nn.relu(layers.GroupedConv(4, (3, 3), feature_group_count=2, param_dtype=self.dtype,
+                                   name='first')(x))
+    h = nn.relu(bottleneck.NTKConv(6, 3, feature_group_count=2, param_dtype=self.dtype,
+                                   name='ntk')(h))
+    return dense.NTKDense(2, use_bias=True, param_dtype=self.dtype,
+                          bias_init=nn.initializers.normal(1.0), name='out')(jnp.mean(h, (1, 2)))
+
+
 def _x(shape, seed=0, dtype=jnp.float32):
   return jax.random.normal(jax.random.PRNGKey(seed), shape, dtype)
 
@@ -81,6 +95,8 @@ def _cases(dtype):
       'dense_bias': (DenseBiasMember(dtype=dtype), _x((5, 3), dtype=dtype)),
       'ntk_dense': (NTKDenseMember(dtype=dtype), _x((5, 4), dtype=dtype)),
       'conv': (ConvMember(dtype=dtype), _x((3, 6, 6, 2), dtype=dtype)),
+      'grouped_first': (GroupedFirstMember(dtype=dtype), _x((2, 5, 5, 4), dtype=dtype)),
+      'single_dense': (nn.Dense(3, param_dtype=dtype), _x((4, 3), dtype=dtype)),
   }
 
 
@@ -88,7 +104,7 @@ def _cases(dtype):
 # (a) NTK identity, (b) outputs.
 
 
-@pytest.mark.parametrize('case', ['dense_bias', 'ntk_dense', 'conv'])
+@pytest.mark.parametrize('case', ['dense_bias', 'ntk_dense', 'conv', 'grouped_first'])
 def test_network_ntk_is_mean_of_member_ntks(case):
   """K_e = (1/m) sum_j K(theta_j) over ALL parameters of the network-level ensemble."""
   with enable_x64():
@@ -105,7 +121,8 @@ def test_network_ntk_is_mean_of_member_ntks(case):
     assert np.max(np.abs(k_members[0] - k_members[1])) > 1e-3
 
 
-@pytest.mark.parametrize('case', ['dense_bias', 'ntk_dense', 'conv'])
+@pytest.mark.parametrize('case', ['dense_bias', 'ntk_dense', 'conv', 'grouped_first',
+                                  'single_dense'])
 @pytest.mark.parametrize('aggregation,normalize,factor', [
     ('network', None, 'sqrt'), ('network', False, 1), ('block', None, 1),
     ('block', True, 'sqrt')])
