@@ -6,11 +6,11 @@ figure.
 
 from __future__ import annotations
 
-from ce_jax import cli
+from ce_jax import _optional, cli
 
 
 def _pyplot():
-  import matplotlib
+  matplotlib = _optional.require('matplotlib', 'experiments', what='ce_jax.plotting')
   if matplotlib.get_backend().lower() not in ('agg', 'module://matplotlib_inline.backend_inline'):
     matplotlib.use('Agg')
   import matplotlib.pyplot as plt
@@ -29,6 +29,12 @@ def plot_search(r, path: str) -> None:
   ax1.loglog(c.n, c.primal_objective, color='C0', label='(exp(alpha S) - 1) / m_p')
   ax1.plot([r.primal.n], [c.primal_objective[list(c.n).index(r.primal.n)]], 'r*', ms=14,
            label=f'primal optimum n={r.primal.n}, m={r.primal.m:.1f} ({r.primal.label})')
+  for ax, d in ((ax1, r.primal), (ax2, r.dual)):
+    iv = getattr(d, 'n_interval', None)
+    if iv is not None:   # optimal n across alpha's confidence interval
+      ax.axvspan(iv[0] - 0.5 if iv[0] == iv[1] else iv[0], iv[1] + 0.5 if iv[0] == iv[1]
+                 else iv[1], color='C2', alpha=0.2, label=f'n* over alpha 95% interval: '
+                 f'{iv[0]}..{iv[1]}, m {d.m_interval[0]}..{d.m_interval[1]}')
   ax1.set_xlabel('width n')
   ax1.set_ylabel('primal objective (Var / C)')
   t1 = ax1.twinx()

@@ -11,9 +11,16 @@ Examples:
   python experiments/search.py --baseline=resnext29 --base_width=128 --alpha=1.6 \
       --efficiency=flops
 
-JSON: baseline {name, params, flops}, alpha, efficiency, primal / dual {n, m, m_int, params,
-flops, rho, variance_ratio, label}, strong_duality, curves {n, primal_objective, dual_m,
-dual_rho}. See docs/SEARCH.md.
+JSON: baseline {name, params, flops}, alpha, alpha_stderr, alpha_interval, efficiency, primal /
+dual {n, m, m_int, params, flops, rho, variance_ratio, label, n_interval, m_interval},
+strong_duality, curves {n, primal_objective, dual_m, dual_rho}. With alpha's standard error
+(``--alpha_from`` of a fit, or ``--alpha_stderr``) the intervals are the optimal n and integer
+m across alpha's 95% interval. See docs/SEARCH.md.
+
+The default chain gives the paper's designs:
+  python experiments/fit_alpha.py --block=bottleneck --trials=1000 --json_out=a.json
+  python experiments/search.py --baseline=resnext29 --base_width=128 --alpha_from=a.json  # 37x10d
+  python experiments/search.py --baseline=resnext50 --base_width=64 --alpha_from=a.json   # 12x10d
 """
 
 from __future__ import annotations
@@ -45,7 +52,9 @@ flags.DEFINE_integer('num_classes', None, 'convolutional baseline: classes (defa
 flags.DEFINE_integer('image_size', None, 'convolutional baseline: input resolution for FLOPs '
                      '(default 32 / 64 / 224)')
 flags.DEFINE_float('alpha', None, 'variance exponent alpha (Assumption 1)')
-flags.DEFINE_string('alpha_from', None, 'JSON of experiments/fit_alpha.py (key "alpha")')
+flags.DEFINE_float('alpha_stderr', None, 'with --alpha: its standard error (n/m intervals)')
+flags.DEFINE_string('alpha_from', None, 'JSON of experiments/fit_alpha.py or design.py (keys '
+                    '"alpha", "alpha_stderr")')
 flags.DEFINE_string('efficiency', 'params', 'params|flops')
 flags.DEFINE_string('fan_in_convention', 'channels', 'bottleneck S(n): channels|kernel')
 flags.DEFINE_string('cost_model', 'block', 'convolutional per-path cost: block (Algorithm 2, '
@@ -64,7 +73,10 @@ def _present(name):
   return FLAGS[name].present
 
 
-def resolve_alpha() -> float:
+def resolve_alpha() -> tuple:
+  """(alpha, its standard error or None)."""
+  if FLAGS.alpha_stderr is not None and FLAGS.alpha is None:
+    raise ValueError('--alpha_stderr needs --alpha')
   if FLAGS.alpha is not None and FLAGS.alpha_from:
     raise ValueError('conflicting flags: give --alpha or --alpha_from, not both')
   if FLAGS.alpha is None and not FLAGS.alpha_from:
@@ -78,8 +90,13 @@ def resolve_alpha() -> float:
                        f'{str(e).splitlines()[0]}') from None
     if not isinstance(payload, dict) or 'alpha' not in payload:
       raise ValueError(f'--alpha_from {FLAGS.alpha_from!r} has no key "alpha"')
-    return _validate.finite_positive('alpha (from --alpha_from)', payload['alpha'])
-  return _validate.finite_positive('alpha', FLAGS.alpha)
+    se = payload.get('alpha_stderr')
+    return (_validate.finite_positive('alpha (from --alpha_from)', payload['alpha']),
+            None if se is None else float(se))
+  se = FLAGS.alpha_stderr
+  if se is not None and not (se >= 0 and se < float('inf')):
+    raise ValueError(f'--alpha_stderr must be a finite number >= 0, got {se!r}')
+  return _validate.finite_positive('alpha', FLAGS.alpha), se
 
 
 def build_problem() -> solver.Problem:
@@ -116,8 +133,8 @@ def main(argv):
   logging.getLogger('jax._src.xla_bridge').setLevel(logging.WARNING)
   if len(argv) > 1:
     raise ValueError(f'unexpected arguments: {" ".join(argv[1:])}')
-  alpha = resolve_alpha()
-  result = solver.solve(build_problem(), alpha)
+  alpha, alpha_stderr = resolve_alpha()
+  result = solver.solve(build_problem(), alpha, alpha_stderr)
   print(solver.format_result(result))
   cli.write_json(FLAGS.json_out, solver.result_to_json(result))
   if FLAGS.plot_out:

@@ -1,0 +1,132 @@
+"""experiments/design.py on a block it has never seen (a new file in the current directory)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BINARY = os.path.join(ROOT, 'experiments', 'design.py')
+
+BLOCK = '''
+import flax.linen as nn
+
+class Block(nn.Module):
+  width: int
+
+  @nn.compact
+  def __call__(self, x):
+    h = nn.relu(nn.Conv(self.width, (3, 3), use_bias=False)(x))
+    h = nn.relu(nn.Conv(self.width, (3, 3), use_bias=False)(h))
+    return nn.Conv(x.shape[-1], (1, 1), use_bias=False)(h)
+
+def factory(width):
+  return Block(width)
+
+def not_a_module(width):
+  return 'block'
+
+def rejects(width):
+  raise TypeError('width must be even')
+
+class Constant(nn.Module):
+  width: int
+
+  @nn.compact
+  def __call__(self, x):
+    return nn.Conv(3, (1, 1))(x)
+
+def constant(width):
+  return Constant(width)
+
+class NoWeights(nn.Module):
+  width: int
+
+  def __call__(self, x):
+    return x * self.width
+
+def no_weights(width):
+  return NoWeights(width)
+
+NOT_CALLABLE = 3
+'''
+
+
+def _run(args, cwd):
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  return subprocess.run([sys.executable, BINARY] + args, cwd=cwd, env=env, capture_output=True,
+                        text=True, timeout=600)
+
+
+@pytest.fixture
+def block_dir(tmp_path):
+  (tmp_path / 'myblock.py').write_text(BLOCK)
+  return tmp_path
+
+
+def test_design_fits_alpha_and_solves_for_a_new_block(block_dir):
+  out = block_dir / 'design.json'
+  r = _run(['--member=myblock:factory', '--input_shape=5,5,8', '--baseline_width=32',
+            '--widths=4,8,16', '--trials=16', '--chunk_size=8', f'--json_out={out}',
+            f'--plot_out={block_dir / "design.png"}'], block_dir)
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert 'left' in r.stdout and 'primal' in r.stdout
+  d = json.loads(out.read_text())
+  for key in ('alpha', 'alpha_stderr', 'alpha_interval', 'fan_in_convention', 'points',
+              'baseline', 'primal', 'dual'):
+    assert key in d, key
+  assert d['fan_in_convention'] == 'channels' and d['alpha'] > 0 and d['alpha_stderr'] > 0
+  assert [p['width'] for p in d['points']] == [4, 8, 16]
+  p0 = d['points'][0]
+  assert p0['params'] == 9 * 8 * 4 + 9 * 4 * 4 + 4 * 8            # read from the module
+  assert p0['fan_in_sum'] == pytest.approx(1 / 8 + 1 / 4 + 1 / 4)
+  assert p0['ratio'] > 1 and p0['ratio_stderr'] > 0
+  assert set(d['baseline']) >= {'n', 'm', 'params', 'flops'} and d['baseline']['n'] == 32
+  for name in ('primal', 'dual'):
+    des = d[name]
+    assert set(des) >= {'n', 'm', 'm_int', 'params', 'flops', 'rho', 'variance_ratio', 'label',
+                        'n_interval', 'm_interval'}
+    assert des['n_interval'][0] <= des['n'] <= des['n_interval'][1]
+    assert des['m_interval'][0] <= des['m_int'] <= des['m_interval'][1]
+  assert d['primal']['n'] == d['dual']['n']
+  assert (block_dir / 'design.png').stat().st_size > 1000
+
+
+def test_design_with_given_alpha_from_a_py_path(block_dir):
+  out = block_dir / 'given.json'
+  r = _run([f'--member={block_dir / "myblock.py"}:factory', '--input_shape=5,5,8',
+            '--baseline_width=32', '--alpha=1.6', '--alpha_stderr=0.1', '--efficiency=flops',
+            f'--json_out={out}'], block_dir)
+  assert r.returncode == 0, r.stderr[-2000:]
+  d = json.loads(out.read_text())
+  assert d['alpha'] == 1.6 and d['points'][0]['ratio'] is None
+  assert d['alpha_interval'][0] < 1.6 < d['alpha_interval'][1]
+
+
+@pytest.mark.parametrize('args, match', [
+    (['--member=nosuchmodule:factory'], 'cannot import'),
+    (['--member=myblock:missing'], 'has no attribute'),
+    (['--member=myblock:NOT_CALLABLE'], 'is not callable'),
+    (['--member=myblock:not_a_module'], 'must return a flax.linen.Module'),
+    (['--member=myblock:rejects'], 'rejected width 32: TypeError: width must be even'),
+    (['--member=myblock:no_weights'], 'has no weight layer'),
+    (['--member=myblock:constant'], 'does not depend on the width'),
+    (['--member=myblock'], 'must be MODULE:NAME'),
+    (['--member=myblock:factory', '--input_shape=5,x'], 'input_shape'),
+    (['--member=myblock:factory', '--trials=1'], 'trials must be an integer >= 2'),
+    (['--member=myblock:factory', '--efficiency=speed'], 'efficiency must be one of'),
+    (['--member=myblock:factory', '--alpha=1.6', '--alpha_from=a.json'], 'conflicting'),
+    (['--preset=bottleneck', '--member=myblock:factory'], 'exactly one of'),
+])
+def test_bad_members_exit_2_with_one_line(block_dir, args, match):
+  base = ['--input_shape=5,5,8', '--baseline_width=32', '--widths=4,8', '--trials=4']
+  given = {a.split('=')[0] for a in args}
+  if '--preset' in given:
+    given.add('--input_shape')
+  r = _run(args + [b for b in base if b.split('=')[0] not in given], block_dir)
+  assert r.returncode == 2, (r.returncode, r.stderr[-1500:])
+  err = [l for l in r.stderr.strip().splitlines() if 'error:' in l]
+  assert len(err) == 1 and match in err[0], r.stderr[-1500:]
+  assert 'Traceback' not in r.stderr
