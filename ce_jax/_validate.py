@@ -103,3 +103,28 @@ def input_pair(x1: Any, x2: Any = None):
   if np.shape(x1)[1] < 1:
     raise ValueError(f'inputs must have input dimension >= 1, got shape {np.shape(x1)}')
   return x1, x2
+
+
+def memory_bytes() -> int:
+  """Physical memory of this machine in bytes (0 when unknown)."""
+  import os  # pylint: disable=g-import-not-at-top
+  try:
+    return int(os.sysconf('SC_PHYS_PAGES')) * int(os.sysconf('SC_PAGE_SIZE'))
+  except (ValueError, OSError, AttributeError):
+    return 0
+
+
+def format_bytes(n: float) -> str:
+  for unit in ('B', 'KB', 'MB', 'GB', 'TB', 'PB'):
+    if abs(n) < 1024 or unit == 'PB':
+      return f'{n:.3g} {unit}' if unit != 'B' else f'{int(n)} B'
+    n /= 1024
+  return f'{n:.3g} PB'
+
+
+def fits_in_memory(what: str, need_bytes: float, fraction: float = 0.5) -> None:
+  """Raises a one-line ``ValueError`` when ``need_bytes`` exceed ``fraction`` of the memory."""
+  total = memory_bytes()
+  if total and need_bytes > fraction * total:
+    raise ValueError(f'{what} would need {format_bytes(need_bytes)} of memory; this machine has '
+                     f'{format_bytes(total)} (at most {fraction:.0%} may be used): ask for less')

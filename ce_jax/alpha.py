@@ -345,12 +345,21 @@ def estimate_alpha(block: Any = 'bottleneck', widths: Sequence[Any] = DEFAULT_WI
     x = member_lib.example_batch(member, jax.random.fold_in(key, 0), 1, input_distribution)
   prof = member_lib.profile(member, widths if all(np.ndim(w) == 0 for w in widths)
                             else np.asarray([member_lib.width_vector(w) for w in widths]))
+  # Memory: parameters, gradients and activations of one chunk of initializations. Refuse a
+  # width whose single initialization cannot fit, shrink the chunk for the others.
+  chunks = []
+  for i, n in enumerate(widths):
+    per_init = 4.0 * np.dtype(member.input_dtype).itemsize * float(prof.params[i]) + 1e6
+    _validate.fits_in_memory(f'width {n!r} ({int(prof.params[i]):,} parameters per '
+                             f'initialization)', per_init)
+    budget = 0.25 * (_validate.memory_bytes() or 8 * 2 ** 30)
+    chunks.append(int(max(1, min(chunk_size, budget // per_init))))
   points = []
   for i, n in enumerate(widths):
     sampler = member_sampler(member, n, x, parameterization=parameterization)
     cb = None if progress is None else (lambda done, total, i=i: progress(i, done, total))
     mom = variance.ntk_moments(sampler, jax.random.fold_in(key, i + 1), trials,
-                               chunk_size=chunk_size, progress=cb)
+                               chunk_size=chunks[i], progress=cb)
     if not (np.isfinite(mom.ratio[0]) and mom.ratio[0] > 0 and mom.ratio_stderr[0] > 0):
       raise ValueError(f'Monte-Carlo ratio at width {n!r} is degenerate (ratio '
                        f'{float(mom.ratio[0])!r}, stderr {float(mom.ratio_stderr[0])!r}): '

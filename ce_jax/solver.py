@@ -161,9 +161,15 @@ def _sweep(cost, fan_in_sum, valid, baseline_cost, baseline_fan_in_sum, baseline
   primal = v / m_p
   m_d = v / v_s
   rho_d = baseline_cost / (m_d * cost)
-  primal_masked = jnp.where(valid, primal, jnp.inf)
-  rho_masked = jnp.where(valid, rho_d, -jnp.inf)
+  # Feasible: at least one member in the budget (primal), a finite variance (no overflow).
+  finite = valid & (alpha * fan_in_sum < _MAX_EXPONENT)
+  primal_masked = jnp.where(finite & (m_p >= 1), primal, jnp.inf)
+  rho_masked = jnp.where(finite, baseline_cost / (jnp.maximum(m_d, 1.0) * cost), -jnp.inf)
   return m_p, primal, m_d, rho_d, jnp.argmin(primal_masked), jnp.argmax(rho_masked)
+
+
+_MAX_EXPONENT = 80.0     # exp(80) ~ 5e34: beyond it float32 variances overflow
+MAX_MEMBERS = 10 ** 6    # a design with more members is refused as meaningless
 
 
 def _bucket(g: int) -> int:
@@ -179,9 +185,19 @@ def curves(problem: Problem, alpha: float):
   cost = np.concatenate([np.asarray(problem.cost, np.float64), np.ones(pad)]).astype(dt)
   s = np.concatenate([np.asarray(problem.fan_in_sum, np.float64), np.ones(pad)]).astype(dt)
   valid = np.arange(size) < g
+  x_s = alpha * problem.baseline_fan_in_sum
+  if not x_s < _MAX_EXPONENT:
+    raise ValueError(f'alpha * S(baseline) = {x_s:.3g} overflows the variance law '
+                     f'(Var ~ exp({x_s:.3g})): alpha = {alpha:.4g} is far outside the range of a '
+                     f'fitted alpha for this member')
   out = _sweep(cost, s, valid, dt(problem.baseline_cost), dt(problem.baseline_fan_in_sum),
                dt(problem.baseline_m), dt(alpha))
   m_p, primal, m_d, rho_d, i_p, i_d = jax.device_get(out)
+  if not np.any((m_p[:g] >= 1) & (alpha * np.asarray(problem.fan_in_sum) < _MAX_EXPONENT)):
+    raise ValueError(f'no candidate width fits the baseline\'s budget with at least one member '
+                     f'(largest m_p = {float(np.max(m_p[:g])):.3g} < 1): the candidates are '
+                     f'wider than the baseline {problem.label(problem.baseline_m, problem.baseline_widths)}'
+                     f'; search smaller widths')
   c = Curves(problem.n, np.asarray(m_p[:g], np.float64), np.asarray(primal[:g], np.float64),
              np.asarray(m_d[:g], np.float64), np.asarray(rho_d[:g], np.float64))
   return c, int(i_p), int(i_d)
@@ -372,6 +388,14 @@ def _design(problem: Problem, alpha: float, i: int, m_real: float, m_int: int) -
                 (v / m_int) / _baseline_variance(problem, alpha), problem.label(m_int, w))
 
 
+def _check_m(problem: Problem, kind: str, i: int, m_real: float) -> None:
+  if not (math.isfinite(m_real) and m_real <= MAX_MEMBERS):
+    raise ValueError(f'the {kind} design needs m = {m_real:.3g} members of width '
+                     f'{int(problem.n[i])} (more than {MAX_MEMBERS:,}): the candidate widths '
+                     f'(1..{int(problem.n.max())}) are far too narrow for this baseline; '
+                     f'raise max_width')
+
+
 def _primal_m_int(problem: Problem, i: int, m_real: float) -> int:
   """The m whose whole-network cost is closest to the baseline's (ties: the smaller m)."""
   w = problem.widths[i]
@@ -391,6 +415,8 @@ def _dual_m_int(m_real: float) -> int:
 
 def _optima(problem: Problem, alpha: float):
   c, i_p, i_d = curves(problem, alpha)
+  _check_m(problem, 'primal', i_p, float(c.primal_m[i_p]))
+  _check_m(problem, 'dual', i_d, float(c.dual_m[i_d]))
   m_p = _primal_m_int(problem, i_p, c.primal_m[i_p])
   m_d = _dual_m_int(c.dual_m[i_d])
   return c, i_p, i_d, m_p, m_d

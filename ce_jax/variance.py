@@ -3,13 +3,15 @@
 Everything here is a pure function of an explicit PRNG key. A *sampler* is a function
 ``sample_fn(key) -> array`` returning NTK entries (any fixed shape, e.g. ``(N1, N2)`` or
 ``(N,)``) for ONE random initialization drawn from ``key``. Trial ``i`` always uses
-``jax.random.split(key, trials)[i]``, so results do not depend on ``chunk_size``.
+``jax.random.fold_in(key, i)``, so results do not depend on ``chunk_size`` (nor on the number
+of trials: the first T trials of a longer run are the same), and no array of all keys is formed.
 
-Initializations are processed in chunks of ``chunk_size`` (``jax.vmap`` inside a chunk,
-``jax.lax.map`` over chunks, or a Python loop over jitted chunks when a ``progress`` callback is
-given), so memory is bounded by one chunk of parameters and Jacobians:
+Initializations are processed in chunks of ``chunk_size`` (``jax.vmap`` inside a chunk, one
+jitted call per chunk, the next chunk dispatched while the last is summed), so memory is bounded
+by one chunk of parameters and Jacobians, whatever ``trials``:
 
-* :func:`ntk_moments` keeps the ``trials x entries`` samples (small) and computes in float64::
+* :func:`ntk_moments` streams float64 sums of the first four powers of the shifted entries and
+  computes::
 
       mean  = E[K],   var = Var[K],   ratio = E[K^2] / E[K]^2  (= 1 + Var/mean^2)
 
@@ -69,32 +71,52 @@ def _check_common(key, trials, chunk_size, min_trials=2):
   return trials, min(chunk_size, trials)
 
 
-def _chunked_keys(key, trials, chunk_size):
-  """Keys ``(num_chunks, chunk_size, ...)`` (trial i = split(key, trials)[i], padded)."""
-  keys = jax.random.split(key, trials)
-  num_chunks = -(-trials // chunk_size)
-  pad = num_chunks * chunk_size - trials
-  if pad:
-    keys = jnp.concatenate([keys, jnp.repeat(keys[-1:], pad, axis=0)], axis=0)
-  return keys.reshape((num_chunks, chunk_size) + keys.shape[1:]), num_chunks
+def trial_keys(key, start, count: int):
+  """Keys of trials ``start .. start + count - 1``: trial ``i`` uses ``fold_in(key, i)``.
 
-
-def _compiled_chunk_fns(sample_fn: SampleFn):
-  """``(mapped, chunk)`` jitted functions of ``sample_fn``, compiled once per sampler.
-
-  Cached on the sampler itself (an attribute), so repeated Monte-Carlo calls with the same
-  sampler (e.g. ``ntk_moments`` in a loop, benchmarks) do not retrace; samplers that cannot carry
-  attributes get fresh functions.
+  The key of a trial depends on nothing but ``key`` and ``i`` (not on the number of trials, the
+  chunk size or the devices), and no array of all keys is ever formed.
   """
-  fns = getattr(sample_fn, '_ce_jax_compiled', None)
-  if fns is None:
-    chunk_fn = jax.vmap(sample_fn)
-    fns = (jax.jit(lambda k: jax.lax.map(chunk_fn, k)), jax.jit(chunk_fn))
+  return jax.vmap(lambda i: jax.random.fold_in(key, i))(start + jnp.arange(count))
+
+
+def _cache(sample_fn: SampleFn) -> dict:
+  cache = getattr(sample_fn, '_ce_jax_compiled', None)
+  if not isinstance(cache, dict):
+    cache = {}
     try:
-      sample_fn._ce_jax_compiled = fns  # pylint: disable=protected-access
+      sample_fn._ce_jax_compiled = cache  # pylint: disable=protected-access
     except (AttributeError, TypeError):
       pass
-  return fns
+  return cache
+
+
+def _compiled_chunk(sample_fn: SampleFn, chunk_size: int):
+  """``(key, start) -> (chunk_size,) + entry`` samples, jitted once per sampler and chunk size.
+
+  Cached on the sampler itself (an attribute), so repeated Monte-Carlo calls with the same
+  sampler do not retrace; samplers that cannot carry attributes get fresh functions.
+  """
+  cache = _cache(sample_fn)
+  if chunk_size not in cache:
+    batched = jax.vmap(sample_fn)
+    cache[chunk_size] = jax.jit(lambda k, start: batched(trial_keys(k, start, chunk_size)))
+  return cache[chunk_size]
+
+
+def _chunks(sample_fn: SampleFn, key, trials: int, chunk_size: int, progress: Progress):
+  """Yields float64 numpy chunks of samples ``(valid,) + entry``, in trial order."""
+  fn = _compiled_chunk(sample_fn, chunk_size)
+  num_chunks = -(-trials // chunk_size)
+  pending = fn(key, 0)
+  for c in range(num_chunks):
+    nxt = fn(key, (c + 1) * chunk_size) if c + 1 < num_chunks else None  # overlap dispatch
+    valid = min(chunk_size, trials - c * chunk_size)
+    chunk = np.asarray(pending, np.float64)[:valid]
+    if progress is not None:
+      progress(min((c + 1) * chunk_size, trials), trials)
+    yield chunk
+    pending = nxt
 
 
 def sample_over_inits(sample_fn: SampleFn, key, trials: int, *, chunk_size: int = 64,
@@ -103,27 +125,83 @@ def sample_over_inits(sample_fn: SampleFn, key, trials: int, *, chunk_size: int 
 
   Args:
     sample_fn: ``key -> array`` (one initialization's NTK entries).
-    key: PRNG key.
+    key: PRNG key; trial ``i`` uses ``fold_in(key, i)`` (:func:`trial_keys`).
     trials: number of initializations (>= 1).
     chunk_size: initializations per vmapped chunk (memory bound).
     progress: optional ``progress(done, total)`` called after each chunk.
 
   Returns:
-    ``(trials,) + entry_shape`` array.
+    ``(trials,) + entry_shape`` array (kept in memory: for many trials use the streaming
+    :func:`ntk_moments` / :func:`neural_mean_kernel`; a request that cannot fit is refused).
   """
   trials, chunk_size = _check_common(key, trials, chunk_size, min_trials=1)
-  keys, num_chunks = _chunked_keys(key, trials, chunk_size)
-  mapped, jitted = _compiled_chunk_fns(sample_fn)
-  if progress is None:
-    out = mapped(keys)
-  else:
-    parts = []
-    for c in range(num_chunks):
-      parts.append(jitted(keys[c]).block_until_ready())  # honest progress (async dispatch)
-      progress(min((c + 1) * chunk_size, trials), trials)
-    out = jnp.stack(parts)
-  out = out.reshape((num_chunks * chunk_size,) + out.shape[2:])
-  return out[:trials]
+  parts = []
+  for chunk in _chunks(sample_fn, key, trials, chunk_size, progress):
+    if not parts:   # refuse before the whole array is built
+      _validate.fits_in_memory(f'{trials} samples of shape {chunk.shape[1:]}',
+                               trials * chunk[0].nbytes)
+    parts.append(chunk.astype(np.float32) if chunk.dtype == np.float64 and not
+                 jax.config.jax_enable_x64 else chunk)
+  return jnp.asarray(np.concatenate(parts, axis=0))
+
+
+class _PowerSums:
+  """Running sums of ``(x - shift)^p``, p = 1..order, in float64 (shift: the first chunk's mean)."""
+
+  def __init__(self, order: int):
+    self.order = order
+    self.shift = None
+    self.count = 0
+    self.sums = None
+
+  def add(self, chunk: np.ndarray):
+    if self.shift is None:
+      self.shift = chunk.mean(0)
+      self.sums = [np.zeros_like(self.shift) for _ in range(self.order)]
+    y = chunk - self.shift
+    yp = np.ones_like(y)
+    for p in range(self.order):
+      yp = yp * y
+      self.sums[p] = self.sums[p] + yp.sum(0)
+    self.count += chunk.shape[0]
+
+  def raw(self, p: int) -> np.ndarray:
+    """``E[(x - shift)^p]``."""
+    return self.sums[p - 1] / self.count
+
+
+def _check_finite_chunk(chunk):
+  if not np.all(np.isfinite(chunk)):
+    bad = int(chunk.size - np.count_nonzero(np.isfinite(chunk)))
+    raise ValueError(f'samples must be finite, got {bad} non-finite entries in a chunk of shape '
+                     f'{chunk.shape} (overflow at this width?)')
+
+
+def _moments_from_sums(acc: _PowerSums) -> Moments:
+  t = acc.count
+  a = acc.raw(1)
+  e2, e3, e4 = acc.raw(2), acc.raw(3), acc.raw(4)
+  mean = acc.shift + a
+  m2c = np.maximum(e2 - a * a, 0.0)                           # central moments (population)
+  m3c = e3 - 3 * a * e2 + 2 * a ** 3
+  m4c = np.maximum(e4 - 4 * a * e3 + 6 * a * a * e2 - 3 * a ** 4, 0.0)
+  if np.any(mean == 0):
+    raise ValueError('samples must have a nonzero mean for the normalized second moment, '
+                     f'got {int(np.sum(mean == 0))} entries with mean 0')
+  var = m2c * t / (t - 1)
+  m2 = mean ** 2 + m2c                                        # E[K^2]
+  c11 = m2c                                                   # Var K
+  c22 = np.maximum(4 * mean ** 2 * m2c + 4 * mean * m3c + m4c - m2c ** 2, 0.0)  # Var K^2
+  c12 = 2 * mean * m2c + m3c                                  # Cov(K, K^2)
+  ratio = m2 / mean ** 2
+  g1 = -2.0 * m2 / mean ** 3
+  g2 = 1.0 / mean ** 2
+  ratio_var = (g1 * g1 * c11 + g2 * g2 * c22 + 2 * g1 * g2 * c12) / t
+  ratio_se = np.sqrt(np.maximum(ratio_var, 0.0))
+  return Moments(mean=mean, mean_stderr=np.sqrt(var / t), var=var,
+                 var_stderr=np.sqrt(np.maximum(m4c - m2c ** 2, 0.0) / t),
+                 ratio=ratio, ratio_stderr=ratio_se, log_ratio=np.log(ratio),
+                 log_ratio_stderr=ratio_se / ratio, trials=t)
 
 
 def moments_from_samples(samples) -> Moments:
@@ -135,41 +213,23 @@ def moments_from_samples(samples) -> Moments:
   if x.ndim < 1 or x.shape[0] < 2:
     raise ValueError(f'samples must have at least 2 trials along axis 0, got shape {x.shape}')
   _validate.finite_array('samples', x)
-  t = x.shape[0]
-  mean = x.mean(0)
-  d = x - mean
-  var = (d ** 2).sum(0) / (t - 1)
-  mu2 = (d ** 2).mean(0)
-  mu4 = (d ** 4).mean(0)
-  if np.any(mean == 0):
-    raise ValueError('samples must have a nonzero mean for the normalized second moment, '
-                     f'got {int(np.sum(mean == 0))} entries with mean 0')
-  m2 = (x ** 2).mean(0)
-  ratio = m2 / mean ** 2
-  # Covariance of (K, K^2) per entry.
-  sq = x ** 2
-  dsq = sq - m2
-  c11 = mu2
-  c22 = (dsq ** 2).mean(0)
-  c12 = (d * dsq).mean(0)
-  g1 = -2.0 * m2 / mean ** 3
-  g2 = 1.0 / mean ** 2
-  ratio_var = (g1 * g1 * c11 + g2 * g2 * c22 + 2 * g1 * g2 * c12) / t
-  ratio_se = np.sqrt(np.maximum(ratio_var, 0.0))
-  return Moments(
-      mean=mean, mean_stderr=np.sqrt(var / t), var=var,
-      var_stderr=np.sqrt(np.maximum(mu4 - mu2 ** 2, 0.0) / t),
-      ratio=ratio, ratio_stderr=ratio_se, log_ratio=np.log(ratio),
-      log_ratio_stderr=ratio_se / ratio, trials=t)
+  acc = _PowerSums(4)
+  acc.add(x)
+  return _moments_from_sums(acc)
 
 
 def ntk_moments(sample_fn: SampleFn, key, trials: int, *, chunk_size: int = 64,
                 progress: Progress = None) -> Moments:
   """Mean, variance and E[K^2]/E[K]^2 of NTK entries over ``trials`` initializations.
 
+  Streams over chunks, keeping float64 sums of the first four powers of the shifted entries:
+  memory does not grow with ``trials``. The standard errors are the delta-method ones of the
+  module docstring (identical to :func:`moments_from_samples` on the same samples, to float
+  rounding).
+
   Args:
     sample_fn: ``key -> entries`` for one initialization (e.g. from :func:`dense_ntk_sampler`).
-    key: PRNG key; trial ``i`` uses ``jax.random.split(key, trials)[i]``.
+    key: PRNG key; trial ``i`` uses ``fold_in(key, i)`` (:func:`trial_keys`).
     trials: number of initializations (>= 2).
     chunk_size: initializations evaluated at once (memory bound).
     progress: optional ``progress(done, total)`` callback.
@@ -178,21 +238,24 @@ def ntk_moments(sample_fn: SampleFn, key, trials: int, *, chunk_size: int = 64,
     :class:`Moments` (float64 numpy arrays of the entries' shape).
   """
   trials, chunk_size = _check_common(key, trials, chunk_size)
-  samples = sample_over_inits(sample_fn, key, trials, chunk_size=chunk_size, progress=progress)
-  return moments_from_samples(samples)
+  acc = _PowerSums(4)
+  for chunk in _chunks(sample_fn, key, trials, chunk_size, progress):
+    _check_finite_chunk(chunk)
+    acc.add(chunk)
+  return _moments_from_sums(acc)
 
 
 def neural_mean_kernel(sample_fn: SampleFn, key, trials: int, *, chunk_size: int = 64,
                        progress: Progress = None) -> MeanKernel:
   """Monte-Carlo Neural Mean Kernel (Eq. 5) ``E_theta[K(theta)]`` with standard error.
 
-  Streams over chunks of initializations keeping only running sums of ``K - shift`` and
-  ``(K - shift)^2`` (``shift`` = first chunk's mean, for float32 accuracy), so memory does not
-  grow with ``trials``.
+  Streams over chunks of initializations keeping only float64 running sums of ``K - shift``
+  and ``(K - shift)^2`` (``shift`` = first chunk's mean), so memory does not grow with
+  ``trials``.
 
   Args:
     sample_fn: ``key -> K`` (e.g. ``(N1, N2)``) for one initialization.
-    key: PRNG key; trial ``i`` uses ``jax.random.split(key, trials)[i]``.
+    key: PRNG key; trial ``i`` uses ``fold_in(key, i)``.
     trials: number of initializations (>= 2).
     chunk_size: initializations evaluated at once.
     progress: optional ``progress(done, total)`` callback.
@@ -201,35 +264,25 @@ def neural_mean_kernel(sample_fn: SampleFn, key, trials: int, *, chunk_size: int
     :class:`MeanKernel` with ``mean`` and ``stderr = sqrt(Var K / trials)`` (numpy arrays).
   """
   trials, chunk_size = _check_common(key, trials, chunk_size)
-  keys, num_chunks = _chunked_keys(key, trials, chunk_size)
-  chunk_fn = jax.vmap(sample_fn)
-  first = jax.jit(chunk_fn)(keys[0])
-  valid0 = (jnp.arange(chunk_size) < trials).astype(first.dtype)
-  shift = jnp.tensordot(valid0, first, axes=1) / jnp.sum(valid0)
-
-  def update(carry, inputs):
-    s1, s2 = carry
-    k, start = inputs
-    y = chunk_fn(k) - shift
-    w = ((start + jnp.arange(chunk_size)) < trials).astype(y.dtype)
-    return (s1 + jnp.tensordot(w, y, axes=1), s2 + jnp.tensordot(w, y * y, axes=1)), None
-
-  starts = jnp.arange(num_chunks) * chunk_size
-  zeros = (jnp.zeros_like(shift), jnp.zeros_like(shift))
-  if progress is None:
-    (s1, s2), _ = jax.jit(lambda k, st: jax.lax.scan(update, zeros, (k, st)))(keys, starts)
-  else:
-    step = jax.jit(lambda c, k, st: update(c, (k, st))[0])
-    carry = zeros
-    for c in range(num_chunks):
-      carry = jax.block_until_ready(step(carry, keys[c], starts[c]))
-      progress(min((c + 1) * chunk_size, trials), trials)
-    s1, s2 = carry
-  s1 = np.asarray(s1, np.float64)
-  s2 = np.asarray(s2, np.float64)
-  mean = np.asarray(shift, np.float64) + s1 / trials
-  var = np.maximum(s2 - s1 * s1 / trials, 0.0) / (trials - 1)
+  acc = _PowerSums(2)
+  for chunk in _chunks(sample_fn, key, trials, chunk_size, progress):
+    acc.add(chunk)
+  mean = acc.shift + acc.raw(1)
+  var = np.maximum(acc.raw(2) - acc.raw(1) ** 2, 0.0) * trials / (trials - 1)
   return MeanKernel(mean=mean, stderr=np.sqrt(var / trials), trials=trials)
+
+
+def ensemble_mean(sample_fn: SampleFn, key, m: int, *, chunk_size: int = 64,
+                  progress: Progress = None) -> np.ndarray:
+  """``(1/m) sum_j K(theta_j)``, the NTK of ONE collegial ensemble of ``m`` members (Eq. 4).
+
+  Member ``j`` uses ``fold_in(key, j)``; streamed, so ``m`` may be large.
+  """
+  m, chunk_size = _check_common(key, m, chunk_size, min_trials=1)
+  acc = _PowerSums(1)
+  for chunk in _chunks(sample_fn, key, m, chunk_size, progress):
+    acc.add(chunk)
+  return acc.shift + acc.raw(1)
 
 
 def variance_ratio(a: Moments, b: Moments) -> tuple[np.ndarray, np.ndarray]:
@@ -393,9 +446,8 @@ def ntk_convergence(key, *, depth: int = 4, width: int = 1000, multiplicities=(1
   sampler = dense_ntk_sampler((width,) * (depth - 1), x0, xg)
   ens = {}
   for i, m in enumerate(ms):
-    ks = sample_over_inits(sampler, jax.random.fold_in(key, i + 1), m, chunk_size=chunk_size,
-                           progress=cb(f'ensemble m={m}'))
-    ens[str(m)] = np.asarray(ks, np.float64).mean(0)[0]
+    ens[str(m)] = ensemble_mean(sampler, jax.random.fold_in(key, i + 1), m,
+                                chunk_size=chunk_size, progress=cb(f'ensemble m={m}'))[0]
   nmk_sampler = sampler if nmk_width == width else dense_ntk_sampler(
       (nmk_width,) * (depth - 1), x0, xg)
   nmk = neural_mean_kernel(nmk_sampler, jax.random.fold_in(key, 0), nmk_samples,

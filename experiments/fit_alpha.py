@@ -61,12 +61,17 @@ def main(argv):
   start = time.time()
   last = [0.0]
 
+  # Work per trial grows with the width: the ETA weights each width by its square.
+  work = [float(w) ** 2 + 64.0 for w in widths]
+
   def progress(i, done, total):
     now = time.time()
     if done == total or now - last[0] > 10:
       last[0] = now
-      logging.info('width %d (%d/%d): %d/%d trials, %.0f s', widths[i], i + 1, len(widths),
-                   done, total, now - start)
+      frac = (sum(work[:i]) + work[i] * done / total) / sum(work)
+      eta = (now - start) * (1 - frac) / max(frac, 1e-9)
+      logging.info('width %d (%d/%d): %d/%d trials, %.0f s, about %.0f s left', widths[i], i + 1,
+                   len(widths), done, total, now - start, eta)
 
   key = jax.random.PRNGKey(FLAGS.seed)
   est = alpha.estimate_alpha(block, widths, trials, key, fan_in_convention=convention,

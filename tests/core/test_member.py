@@ -194,3 +194,12 @@ def test_readout_and_inputs():
   np.testing.assert_array_equal(k[0], np.broadcast_to(k[0, 0, 0], (5, 5, 2)))
   with pytest.raises(ValueError, match='needs spatial dims'):
     member.example_batch(presets.dense(), key, 1, 'constant')
+
+
+def test_accounting_of_a_huge_network_allocates_no_weights():
+  """ResNeXt-101 64x4d (83M parameters) is counted from abstract values only."""
+  before = {id(a) for a in jax.live_arrays()}
+  c = member.network_counts(presets.bottleneck('resnext101'), [64], 4)
+  assert c['params'][0] > 80_000_000
+  new = [a for a in jax.live_arrays() if id(a) not in before]
+  assert all(a.size < 1_000_000 for a in new), [a.shape for a in new if a.size >= 1_000_000]

@@ -180,3 +180,30 @@ def test_sample_over_inits_compiles_once_per_sampler():
   # Trial i always uses split(key, trials)[i], whatever the chunking (and compiled once more).
   c = variance.sample_over_inits(sample_fn, jax.random.PRNGKey(0), 8, chunk_size=8)
   np.testing.assert_allclose(a, c, rtol=1e-6)
+
+
+def test_streaming_moments_equal_moments_of_the_samples_and_key_contract():
+  def sample_fn(key):
+    return jnp.exp(0.3 * jax.random.normal(key, (2,))) + 5.0
+  key = jax.random.PRNGKey(3)
+  samples = np.stack([np.asarray(sample_fn(jax.random.fold_in(key, i))) for i in range(53)])
+  ref = variance.moments_from_samples(samples)
+  for chunk in (1, 7, 64):
+    mom = variance.ntk_moments(sample_fn, key, 53, chunk_size=chunk)
+    for field in ('mean', 'var', 'ratio', 'ratio_stderr', 'var_stderr', 'mean_stderr'):
+      np.testing.assert_allclose(getattr(mom, field), getattr(ref, field), rtol=1e-6,
+                                 err_msg=f'{field} chunk {chunk}')
+  nmk = variance.neural_mean_kernel(sample_fn, key, 53, chunk_size=8)
+  np.testing.assert_allclose(nmk.mean, samples.mean(0), rtol=1e-6)
+  np.testing.assert_allclose(nmk.stderr, samples.std(0, ddof=1) / np.sqrt(53), rtol=1e-5)
+  np.testing.assert_allclose(variance.ensemble_mean(sample_fn, key, 53, chunk_size=5),
+                             samples.mean(0), rtol=1e-6)
+  # The first trials of a longer run are the same trials.
+  np.testing.assert_allclose(variance.sample_over_inits(sample_fn, key, 10), samples[:10],
+                             rtol=1e-6)
+
+
+def test_huge_sample_arrays_are_refused_before_the_work():
+  with pytest.raises(ValueError, match='would need .* of memory; this machine has'):
+    variance.sample_over_inits(lambda k: jax.random.normal(k, (1000,)), jax.random.PRNGKey(0),
+                               10 ** 9, chunk_size=4)
