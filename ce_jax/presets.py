@@ -12,6 +12,16 @@ Algorithm 1 on the module, the solver on the counts): nothing here is a closed f
 * ``parameterization='standard'`` variants (flax's default initializers, no forward scaling)
   of both, to measure what the parameterization does to alpha (``docs/ALPHA.md``).
 
+Three families the paper does not treat, as blocks in the standard parameterization (results in
+``docs/RESULTS.md``, "Beyond the paper"), with ``C`` channels, ``d`` model features, width n:
+
+* :func:`wrn_basic`: a Wide-ResNet basic-block path, 3x3 conv C->n, ReLU, 3x3 conv n->C;
+  ``beta = 18 C n``, ``S = 1/C + 1/n`` (channels) or ``1/(9C) + 1/(9n)`` (kernel).
+* :func:`transformer_mlp`: d -> n -> d with GELU and biases; ``beta = (2d + 1) n + d``,
+  ``S = 1/d + 1/n``.
+* :func:`inverted_residual`: MobileNetV2's 1x1 C->n, ReLU6, depthwise 3x3, ReLU6, 1x1 n->C;
+  ``beta = (2C + 9) n``, ``S = 1/C + 1 + 1/n`` (channels) or ``1/C + 1/9 + 1/n`` (kernel).
+
 ``get(name, **kwargs)`` returns a preset by name; ``NAMES`` lists them.
 """
 
@@ -174,8 +184,145 @@ def bottleneck(network: str = 'resnext29', *, num_classes: int | None = None,
                 label=_resnext_label, network_input_shape=(image_size, image_size, 3))
 
 
-NAMES = ('dense', 'bottleneck')
-_BUILDERS = {'dense': dense, 'bottleneck': bottleneck}
+# --------------------------------------------------------------------------------------------
+# Three families beyond the paper: a Wide-ResNet basic-block path, a Transformer MLP block and
+# a MobileNetV2 inverted-residual path. Standard parameterization (flax's default initializers,
+# LeCun normal, no forward scaling): the modules a user would write. All three are blocks
+# (``reads_data=False``): every weight layer counts in S, the first one included.
+
+
+class WRNBasicPath(nn.Module):
+  """One path of width n of the Wide-ResNet basic block: 3x3 conv C->n, ReLU, 3x3 conv n->C.
+
+  ``nn.Conv`` without biases (as in WRN, where BatchNorm follows every convolution), ``'SAME'``
+  padding. Input ``(B, H, W, C)`` -> output ``(B, H, W, C)``. No BatchNorm (see :func:`wrn_basic`).
+  """
+  width: int
+  channels: int = 64
+
+  @nn.compact
+  def __call__(self, x):
+    h = nn.relu(nn.Conv(self.width, (3, 3), padding='SAME', use_bias=False, name='conv1')(x))
+    return nn.Conv(self.channels, (3, 3), padding='SAME', use_bias=False, name='conv2')(h)
+
+
+class TransformerMLP(nn.Module):
+  """The position-wise MLP of a Transformer block: Dense d->n, GELU, Dense n->d (with biases).
+
+  Input ``(..., d_model)`` -> output ``(..., d_model)``.
+  """
+  width: int
+  d_model: int = 256
+
+  @nn.compact
+  def __call__(self, x):
+    h = nn.gelu(nn.Dense(self.width, name='fc1')(x))
+    return nn.Dense(self.d_model, name='fc2')(h)
+
+
+class InvertedResidualPath(nn.Module):
+  """One MobileNetV2 inverted-residual path of expanded width n (no shortcut, no BatchNorm).
+
+  1x1 conv C->n, ReLU6, depthwise 3x3 conv n->n (``feature_group_count=n``), ReLU6, linear 1x1
+  conv n->C; ``nn.Conv`` without biases, ``'SAME'`` padding. ``(B, H, W, C)`` -> ``(B, H, W, C)``.
+  """
+  width: int
+  channels: int = 32
+
+  @nn.compact
+  def __call__(self, x):
+    h = nn.relu6(nn.Conv(self.width, (1, 1), use_bias=False, name='expand')(x))
+    h = nn.relu6(nn.Conv(self.width, (3, 3), padding='SAME', feature_group_count=self.width,
+                         use_bias=False, name='depthwise')(h))
+    return nn.Conv(self.channels, (1, 1), use_bias=False, name='project')(h)
+
+
+def _scalar_width(width) -> int:
+  if isinstance(width, tuple):
+    if len(width) != 1:
+      raise ValueError(f'this member takes one width, got per-layer widths {width}')
+    width = width[0]
+  return int(width)
+
+
+def _wrn_basic_factory(width, *, channels):
+  return WRNBasicPath(_scalar_width(width), channels)
+
+
+def _transformer_mlp_factory(width, *, d_model):
+  return TransformerMLP(_scalar_width(width), d_model)
+
+
+def _inverted_residual_factory(width, *, channels):
+  return InvertedResidualPath(_scalar_width(width), channels)
+
+
+def wrn_basic(channels: int = 64) -> Member:
+  """One path of width n of the Wide-ResNet basic block (:class:`WRNBasicPath`).
+
+  The input is ONE 5x5 window of ``channels`` features: the central output unit of two stacked
+  3x3 convolutions sees exactly that window (with ``'SAME'`` padding the centre never reads the
+  padding, and FLOPs are those of 25 output positions, proportional to the parameters).
+
+  Accounting (both layers count, the block reads features)::
+
+      beta(n) = 9 C n + 9 n C = 18 C n
+      S_channels(n) = 1/C + 1/n            S_kernel(n) = 1/(9 C) + 1/(9 n)
+
+  A WRN-28-10 baseline path of its first stage is ``channels=160``, ``n~ = 160``.
+
+  BatchNorm is left out, as in the :func:`bottleneck` preset: the member is the chain of weight
+  layers between the block's input and its sum. Applied with ``train=False`` at initialization
+  (running mean 0, variance 1) a BatchNorm is the identity in the forward pass; it would only
+  add the gradients of its 2n affine parameters to K (normalization parameters are not layers,
+  so S would not change), and the pre-activation BN on the block's input acts on the shared
+  input, outside the paths.
+  """
+  channels = _validate.positive_int('channels', channels)
+  return Member(_bind(_wrn_basic_factory, channels=channels), (5, 5, channels),
+                name=f'wrn_basic_c{channels}', reads_data=False)
+
+
+def transformer_mlp(d_model: int = 256) -> Member:
+  """The Transformer MLP block d -> n -> d with GELU and biases (:class:`TransformerMLP`).
+
+  Input one token of ``d_model`` features; the usual baseline width is ``n~ = 4 d``::
+
+      beta(n) = d n + n + n d + d = (2 d + 1) n + d
+      S(n) = 1/d + 1/n   (both conventions: dense layers have no kernel taps)
+  """
+  d_model = _validate.positive_int('d_model', d_model)
+  return Member(_bind(_transformer_mlp_factory, d_model=d_model), (d_model,),
+                name=f'transformer_mlp_d{d_model}', reads_data=False)
+
+
+def inverted_residual(channels: int = 32) -> Member:
+  """One MobileNetV2 inverted-residual path of expanded width n (:class:`InvertedResidualPath`).
+
+  Input ONE 3x3 window of ``channels`` features (the centre output sees the depthwise 3x3 of
+  1x1 expansions). The usual baseline width is ``n~ = 6 C`` (expansion factor 6)::
+
+      beta(n) = C n + 9 n + n C = (2 C + 9) n
+      S_channels(n) = 1/C + 1 + 1/n        S_kernel(n) = 1/C + 1/9 + 1/n
+
+  The depthwise convolution has ONE input channel per group whatever n, so its fan-in (1, or 9
+  taps) is a constant of S: it shifts S but does not change with the width.
+  """
+  channels = _validate.positive_int('channels', channels)
+  return Member(_bind(_inverted_residual_factory, channels=channels), (3, 3, channels),
+                name=f'inverted_residual_c{channels}', reads_data=False)
+
+
+# The baselines of docs/RESULTS.md ("Beyond the paper") as Member objects, so that
+# ``experiments/design.py --member=ce_jax.presets:WRN28_10_PATH`` designs them directly.
+WRN28_10_PATH = wrn_basic(160)              # WRN-28-10, first stage: 160 channels, n~ = 160
+TRANSFORMER_MLP_256 = transformer_mlp(256)  # d = 256, n~ = 4 d = 1024
+MOBILENETV2_PATH = inverted_residual(32)    # 32 channels, expansion 6: n~ = 192
+
+
+NAMES = ('dense', 'bottleneck', 'wrn_basic', 'transformer_mlp', 'inverted_residual')
+_BUILDERS = {'dense': dense, 'bottleneck': bottleneck, 'wrn_basic': wrn_basic,
+             'transformer_mlp': transformer_mlp, 'inverted_residual': inverted_residual}
 
 
 def get(name: str, **kwargs: Any) -> Member:
