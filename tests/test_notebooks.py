@@ -11,7 +11,8 @@ NOTEBOOKS = sorted(glob.glob(os.path.join(REPO, 'notebooks', '*.ipynb')))
 
 def test_every_notebook_is_listed():
   names = [os.path.basename(p)[:-len('.ipynb')] for p in NOTEBOOKS]
-  assert names == ['01_ensemble_ntk', '02_alpha_and_search', '03_ablation', '04_ntk_dynamics']
+  assert names == ['01_ensemble_ntk', '02_alpha_and_search', '03_ablation', '04_ntk_dynamics',
+                   '05_your_own_block']
 
 
 def test_notebooks_are_in_sync_with_their_generator():
