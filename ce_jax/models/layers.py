@@ -395,7 +395,14 @@ def _column_sums(a):
 
 
 def _batch_stats(x2, fast_variance: bool, axis_name, axis_index_groups):
-  """Mean and biased variance over rows of ``x2`` ``(M, C)`` (float32), as nn.BatchNorm."""
+  """Mean and biased variance over rows of ``x2`` ``(M, C)`` (float32), as nn.BatchNorm.
+
+  ``fast_variance``: flax's one pass ``E[x^2] - E[x]^2``. Otherwise the same single pass on the
+  SHIFTED data ``d = x - s`` with ``s`` the first row (averaged over ``axis_name``):
+  ``mean = s + E[d]``, ``var = E[d^2] - E[d]^2``. ``s`` is one sample of each channel, so
+  ``E[d]`` is of the order of the spread and nothing cancels, however large the mean (after a
+  ReLU, say); the column sums of ``d`` then carry no large constant either.
+  """
   m = x2.shape[0]
   if fast_variance:
     mus = jnp.stack([_column_sums(x2), _column_sums(lax.square(x2))]) / m
@@ -403,13 +410,14 @@ def _batch_stats(x2, fast_variance: bool, axis_name, axis_index_groups):
       mus = lax.pmean(mus, axis_name, axis_index_groups=axis_index_groups)
     mu, mu2 = mus[0], mus[1]
     return mu, jnp.maximum(0.0, mu2 - lax.square(mu))
-  mu = _column_sums(x2) / m
+  shift = lax.stop_gradient(x2[0])
   if axis_name is not None:
-    mu = lax.pmean(mu, axis_name, axis_index_groups=axis_index_groups)
-  var = _column_sums(lax.square(x2 - mu)) / m
+    shift = lax.pmean(shift, axis_name, axis_index_groups=axis_index_groups)
+  d = x2 - shift
+  mus = jnp.stack([_column_sums(d), _column_sums(lax.square(d))]) / m
   if axis_name is not None:
-    var = lax.pmean(var, axis_name, axis_index_groups=axis_index_groups)
-  return mu, var
+    mus = lax.pmean(mus, axis_name, axis_index_groups=axis_index_groups)
+  return shift + mus[0], jnp.maximum(0.0, mus[1] - lax.square(mus[0]))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
@@ -448,10 +456,13 @@ _bn_train.defvjp(_bn_train_fwd, _bn_train_bwd)
 class FastBatchNorm(nn.Module):
   """``nn.BatchNorm`` with batch statistics (and their backward) as matrix products.
 
-  Same fields, defaults, variables (``params``: ``scale``, ``bias``; ``batch_stats``: ``mean``,
-  ``var``, float32) and numerics (to float32 rounding) as ``flax.linen.BatchNorm``: in training
-  ``mean = E[x]``, ``var = max(0, E[x^2] - E[x]^2)`` (``use_fast_variance``) over all axes but
-  ``axis`` (averaged over ``axis_name`` under pmap/vmap), ``y = (x - mean) * scale /
+  Same fields, variables (``params``: ``scale``, ``bias``; ``batch_stats``: ``mean``, ``var``,
+  float32) and numerics (to float32 rounding) as ``flax.linen.BatchNorm``: in training
+  ``mean = E[x]``, ``var = E[(x - mean)^2]`` computed in one pass on data shifted by one sample
+  per channel (see ``_batch_stats``; ``use_fast_variance=True`` gives flax's default
+  ``max(0, E[x^2] - E[x]^2)``, which cancels in float32 when the mean is large against the
+  spread, as after every ReLU) over all axes but ``axis`` (averaged over
+  ``axis_name`` under pmap/vmap), ``y = (x - mean) * scale /
   sqrt(var + epsilon) + bias``, running averages ``ra = momentum * ra + (1 - momentum) * stat``.
   The sums ``sum_rows x``, ``sum_rows x^2`` and, in the backward pass, ``sum_rows dy``,
   ``sum_rows dy * xhat`` are GEMVs ``ones(M) @ X`` (XLA:CPU's row reductions are ~3x slower).
@@ -471,7 +482,7 @@ class FastBatchNorm(nn.Module):
   scale_init: Callable = nn.initializers.ones
   axis_name: str | None = None
   axis_index_groups: Any = None
-  use_fast_variance: bool = True
+  use_fast_variance: bool = False   # shifted: as accurate as PyTorch's in float32
 
   @nn.compact
   def __call__(self, x, use_running_average: bool | None = None):

@@ -164,6 +164,7 @@ class ResNeXt(nn.Module):
     default_conv, batch_norm = layer_modules(self.layers)
     conv = self.conv or default_conv
     norm = functools.partial(batch_norm, use_running_average=not train, momentum=0.9,
+                             use_fast_variance=False,
                              epsilon=1e-5, dtype=self.dtype)
     x = jnp.asarray(x, self.dtype)
     if self.stem == 'cifar':

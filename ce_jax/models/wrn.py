@@ -91,6 +91,7 @@ class WideResNet(nn.Module):
   def __call__(self, x, train: bool = False):
     num_stages, blocks = wrn_stages(self.depth, self.num_stages)
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
+                             use_fast_variance=False,
                              epsilon=1e-5, dtype=self.dtype)
     x = jnp.asarray(x, self.dtype)
     x = self.conv(16, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, kernel_init=conv_init,

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import enable_x64
 from ce_jax import onednn
 from ce_jax.models import layers
 from ce_jax.models.layers import FastBatchNorm, GroupedConv
@@ -267,3 +268,44 @@ def test_resnext_defaults_to_fast_layers_with_stock_numerics():
   assert registry.get('resnext29', layers='stock', **kw).layers == 'stock'
   with pytest.raises(ValueError, match="layers must be one of fast, stock; got 'slow'"):
     resnext.ResNeXt29(layers='slow', **kw)
+
+
+@pytest.mark.parametrize('module', ['fast', 'stock'])
+def test_batchnorm_float32_train_mode_is_accurate_when_the_mean_is_large(module):
+  """Post-ReLU-like activations (mean 30, spread 0.05): the float32 batch-normalized output is
+  within a few float32 ulps of the float64 computation; the one-pass E[x^2] - E[x]^2 is not."""
+  rng = np.random.default_rng(0)
+  x = (30.0 + 0.05 * rng.standard_normal((64, 6, 6, 5))).astype(np.float32)
+  xd = x.astype(np.float64)
+  mean = xd.mean((0, 1, 2))
+  ref = (xd - mean) / np.sqrt(((xd - mean) ** 2).mean((0, 1, 2)) + 1e-5)
+  cls = FastBatchNorm if module == 'fast' else nn.BatchNorm
+
+  def error(**kw):
+    bn = cls(use_running_average=False, **kw)
+    v = bn.init(jax.random.PRNGKey(0), x)
+    y, _ = bn.apply(v, x, mutable=['batch_stats'])
+    return float(np.max(np.abs(np.asarray(y, np.float64) - ref)))
+
+  accurate = error() if module == 'fast' else error(use_fast_variance=False)
+  one_pass = error(use_fast_variance=True)
+  assert accurate < 2e-4, accurate           # a float32 ulp of 30 is 2e-6; the spread is 0.05
+  assert one_pass > 10 * accurate, (one_pass, accurate)
+
+
+def test_resnext_train_mode_float32_matches_float64():
+  """The whole model in training mode: float32 logits agree with the float64 computation."""
+  from ce_jax.models import resnext
+  x = jax.random.normal(jax.random.PRNGKey(1), (8, 32, 32, 3))
+  with enable_x64():
+    m64 = resnext.resnext('resnext29', cardinality=2, base_width=4, num_classes=10,
+                          dtype=jnp.float64)
+    v = m64.init(jax.random.PRNGKey(0), jnp.asarray(x, jnp.float64), train=False)
+    v = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), v)
+    y64, _ = m64.apply(v, jnp.asarray(x, jnp.float64), train=True, mutable=['batch_stats'])
+    y64 = np.asarray(y64)
+  m32 = resnext.resnext('resnext29', cardinality=2, base_width=4, num_classes=10)
+  v32 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), v)
+  y32, _ = m32.apply(v32, x, train=True, mutable=['batch_stats'])
+  err = np.max(np.abs(np.asarray(y32, np.float64) - y64)) / np.max(np.abs(y64))
+  assert err < 1e-4, err
