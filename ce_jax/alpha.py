@@ -51,6 +51,7 @@ class AlphaFit(NamedTuple):
   r2: float
   chi2_per_dof: float        # nan when dof == 0
   num_points: int
+  covariance: float = 0.0    # Cov(intercept, alpha) of the fit (0 through the origin)
 
 
 class AlphaPoint(NamedTuple):
@@ -153,7 +154,8 @@ def fit_alpha(fan_in_sums: Sequence[float], ratios: Sequence[float],
       alpha=float(beta[alpha_idx]), alpha_stderr=float(math.sqrt(cov[alpha_idx, alpha_idx])),
       intercept=float(beta[0]) if intercept else 0.0,
       intercept_stderr=float(math.sqrt(cov[0, 0])) if intercept else 0.0,
-      r2=r2, chi2_per_dof=chi2_dof, num_points=int(s.size))
+      r2=r2, chi2_per_dof=chi2_dof, num_points=int(s.size),
+      covariance=float(cov[0, 1]) if intercept else 0.0)
 
 
 def block_input(block: str, key, *, input_dim: int = 748, in_channels: int = 256,

@@ -138,6 +138,7 @@ class SearchResult(NamedTuple):
   curves: Curves
   alpha_stderr: float | None = None
   alpha_interval: tuple | None = None   # (low, high) of alpha's confidence interval
+  intercept: float = 0.0                # of the variance law exp(intercept + alpha S) - 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -152,17 +153,18 @@ def sweep_trace_count() -> int:
 
 
 @jax.jit
-def _sweep(cost, fan_in_sum, valid, baseline_cost, baseline_fan_in_sum, baseline_m, alpha):
+def _sweep(cost, fan_in_sum, valid, baseline_cost, baseline_fan_in_sum, baseline_m, alpha,
+           intercept):
   """Curves and optima over a (padded) grid; every argument is traced."""
   _TRACES[0] += 1
-  v = jnp.expm1(alpha * fan_in_sum)
-  v_s = jnp.expm1(alpha * baseline_fan_in_sum) / baseline_m
+  v = jnp.expm1(intercept + alpha * fan_in_sum)
+  v_s = jnp.expm1(intercept + alpha * baseline_fan_in_sum) / baseline_m
   m_p = baseline_cost / cost
   primal = v / m_p
   m_d = v / v_s
   rho_d = baseline_cost / (m_d * cost)
   # Feasible: at least one member in the budget (primal), a finite variance (no overflow).
-  finite = valid & (alpha * fan_in_sum < _MAX_EXPONENT)
+  finite = valid & (intercept + alpha * fan_in_sum < _MAX_EXPONENT) & (v > 0)
   primal_masked = jnp.where(finite & (m_p >= 1), primal, jnp.inf)
   rho_masked = jnp.where(finite, baseline_cost / (jnp.maximum(m_d, 1.0) * cost), -jnp.inf)
   return m_p, primal, m_d, rho_d, jnp.argmin(primal_masked), jnp.argmax(rho_masked)
@@ -176,8 +178,12 @@ def _bucket(g: int) -> int:
   return max(16, 1 << (g - 1).bit_length())
 
 
-def curves(problem: Problem, alpha: float):
-  """Runs the compiled sweep; returns (Curves, primal index, dual index)."""
+def curves(problem: Problem, alpha: float, intercept: float = 0.0):
+  """Runs the compiled sweep; returns (Curves, primal index, dual index).
+
+  The variance law is the fitted one, ``v(n) = exp(intercept + alpha S(n)) - 1`` (Assumption 1
+  up to the constant C; ``intercept`` is the fit's, 0 for the paper's model).
+  """
   g = len(problem.n)
   size = _bucket(g)
   pad = size - g
@@ -185,15 +191,19 @@ def curves(problem: Problem, alpha: float):
   cost = np.concatenate([np.asarray(problem.cost, np.float64), np.ones(pad)]).astype(dt)
   s = np.concatenate([np.asarray(problem.fan_in_sum, np.float64), np.ones(pad)]).astype(dt)
   valid = np.arange(size) < g
-  x_s = alpha * problem.baseline_fan_in_sum
+  x_s = intercept + alpha * problem.baseline_fan_in_sum
+  if not x_s > 0:
+    raise ValueError(f'the fitted variance law gives the baseline no variance (intercept + alpha '
+                     f'S = {x_s:.3g} <= 0): the fit does not describe this baseline')
   if not x_s < _MAX_EXPONENT:
     raise ValueError(f'alpha * S(baseline) = {x_s:.3g} overflows the variance law '
                      f'(Var ~ exp({x_s:.3g})): alpha = {alpha:.4g} is far outside the range of a '
                      f'fitted alpha for this member')
   out = _sweep(cost, s, valid, dt(problem.baseline_cost), dt(problem.baseline_fan_in_sum),
-               dt(problem.baseline_m), dt(alpha))
+               dt(problem.baseline_m), dt(alpha), dt(intercept))
   m_p, primal, m_d, rho_d, i_p, i_d = jax.device_get(out)
-  if not np.any((m_p[:g] >= 1) & (alpha * np.asarray(problem.fan_in_sum) < _MAX_EXPONENT)):
+  if not np.any((m_p[:g] >= 1)
+                & (intercept + alpha * np.asarray(problem.fan_in_sum) < _MAX_EXPONENT)):
     raise ValueError(f'no candidate width fits the baseline\'s budget with at least one member '
                      f'(largest m_p = {float(np.max(m_p[:g])):.3g} < 1): the candidates are '
                      f'wider than the baseline {problem.label(problem.baseline_m, problem.baseline_widths)}'
@@ -373,19 +383,21 @@ def resnext_problem(name: str = 'resnext29', cardinality: int = 1, base_width: i
 # Solving.
 
 
-def _baseline_variance(problem: Problem, alpha: float) -> float:
-  return math.expm1(alpha * problem.baseline_fan_in_sum) / problem.baseline_m
+def _baseline_variance(problem: Problem, alpha: float, intercept: float = 0.0) -> float:
+  return math.expm1(intercept + alpha * problem.baseline_fan_in_sum) / problem.baseline_m
 
 
-def _design(problem: Problem, alpha: float, i: int, m_real: float, m_int: int) -> Design:
+def _design(problem: Problem, alpha: float, i: int, m_real: float, m_int: int,
+            intercept: float = 0.0) -> Design:
   w = tuple(int(x) for x in problem.widths[i])
   key = problem.efficiency
   net = problem.network(m_int, w)
   cost = float(net[key])
-  v = math.expm1(alpha * float(problem.fan_in_sum[i]))
+  v = math.expm1(intercept + alpha * float(problem.fan_in_sum[i]))
   return Design(int(problem.n[i]), w, float(m_real), int(m_int), int(net['params']),
                 int(net['flops']), float(problem.baseline_network[key]) / cost,
-                (v / m_int) / _baseline_variance(problem, alpha), problem.label(m_int, w))
+                (v / m_int) / _baseline_variance(problem, alpha, intercept),
+                problem.label(m_int, w))
 
 
 def _check_m(problem: Problem, kind: str, i: int, m_real: float) -> None:
@@ -413,8 +425,8 @@ def _dual_m_int(m_real: float) -> int:
   return min(cands, key=lambda m: (abs(math.log(m_real / m)), m))
 
 
-def _optima(problem: Problem, alpha: float):
-  c, i_p, i_d = curves(problem, alpha)
+def _optima(problem: Problem, alpha: float, intercept: float = 0.0):
+  c, i_p, i_d = curves(problem, alpha, intercept)
   _check_m(problem, 'primal', i_p, float(c.primal_m[i_p]))
   _check_m(problem, 'dual', i_d, float(c.dual_m[i_d]))
   m_p = _primal_m_int(problem, i_p, c.primal_m[i_p])
@@ -431,18 +443,28 @@ def alpha_interval(alpha: float, alpha_stderr: float, confidence: float = 0.95) 
 
 
 def solve(problem: Problem, alpha: float, alpha_stderr: float | None = None, *,
-          confidence: float = 0.95, num_alphas: int = 41) -> SearchResult:
-  """Primal and dual optima of ``problem`` for variance exponent ``alpha``.
+          intercept: float = 0.0, covariance: float = 0.0, confidence: float = 0.95,
+          num_alphas: int = 41) -> SearchResult:
+  """Primal and dual optima of ``problem`` for the fitted variance law.
+
+  The law is ``v(n) = exp(intercept + alpha S(n)) - 1`` (the fit of Algorithm 1; ``intercept=0``
+  is the paper's ``exp(alpha S) - 1``). Pass the fit's intercept: where ``S`` has a part that
+  does not depend on the width (an input layer's ``1/C``, a depthwise layer's ``1``), the
+  intercept cancels it, and dropping it overstates what narrow members gain.
 
   With ``alpha_stderr`` the designs also carry ``n_interval`` and ``m_interval``: the range of
   the optimal n and of the integer m over ``num_alphas`` values spanning alpha's two-sided
-  ``confidence`` interval (normal), i.e. how sure the recommendation is. Every value reuses
-  the one compiled sweep.
+  ``confidence`` interval (normal), the intercept following alpha along the fit's correlation
+  (``covariance`` = Cov(intercept, alpha): ``a(alpha) = a + cov / se^2 (alpha - alpha_hat)``),
+  i.e. how sure the recommendation is. Every value reuses the one compiled sweep.
   """
   alpha = _validate.finite_positive('alpha', alpha)
-  c, i_p, i_d, m_p, m_d = _optima(problem, alpha)
-  primal = _design(problem, alpha, i_p, c.primal_m[i_p], m_p)
-  dual = _design(problem, alpha, i_d, c.dual_m[i_d], m_d)
+  intercept = float(intercept)
+  if not math.isfinite(intercept):
+    raise ValueError(f'intercept must be a finite number, got {intercept!r}')
+  c, i_p, i_d, m_p, m_d = _optima(problem, alpha, intercept)
+  primal = _design(problem, alpha, i_p, c.primal_m[i_p], m_p, intercept)
+  dual = _design(problem, alpha, i_d, c.dual_m[i_d], m_d, intercept)
   interval = None
   if alpha_stderr is not None:
     alpha_stderr = float(alpha_stderr)
@@ -453,8 +475,13 @@ def solve(problem: Problem, alpha: float, alpha_stderr: float | None = None, *,
     num_alphas = _validate.positive_int('num_alphas', num_alphas, minimum=2)
     interval = alpha_interval(alpha, alpha_stderr, confidence)
     ns_p, ms_p, ns_d, ms_d = [], [], [], []
+    slope = float(covariance) / alpha_stderr ** 2 if alpha_stderr > 0 else 0.0
     for a in np.linspace(interval[0], interval[1], num_alphas):
-      _, j_p, j_d, mp, md = _optima(problem, float(a))
+      b = intercept + slope * (float(a) - alpha)
+      try:
+        _, j_p, j_d, mp, md = _optima(problem, float(a), b)
+      except ValueError:   # the law gives no feasible design at this end of the interval
+        continue
       ns_p.append(int(problem.n[j_p]))
       ns_d.append(int(problem.n[j_d]))
       ms_p.append(mp)
@@ -471,7 +498,7 @@ def solve(problem: Problem, alpha: float, alpha_stderr: float | None = None, *,
                       bw, problem.label(problem.baseline_m, bw))
   return SearchResult(baseline, alpha, problem.efficiency, problem.fan_in_convention, primal,
                       dual, bool(primal.n == dual.n and primal.widths == dual.widths), c,
-                      alpha_stderr, interval)
+                      alpha_stderr, interval, intercept)
 
 
 def search(baseline: str, alpha: float, **kwargs) -> SearchResult:
@@ -491,7 +518,8 @@ def search(baseline: str, alpha: float, **kwargs) -> SearchResult:
   return solve(problem, alpha)
 
 
-def evaluate(problem: Problem, alpha: float, m: int, n: int | Sequence[int]) -> Design:
+def evaluate(problem: Problem, alpha: float, m: int, n: int | Sequence[int],
+             intercept: float = 0.0) -> Design:
   """What-if: the design of ``m`` members / paths of width ``n`` (int, or per-layer widths).
 
   Returns a :class:`Design` with ``m`` the primal m_p(n) of the curve, ``m_int = m`` and the
@@ -513,7 +541,7 @@ def evaluate(problem: Problem, alpha: float, m: int, n: int | Sequence[int]) -> 
                      f'raise max_width or pass candidates')
   i = int(rows[0])
   m_p = problem.baseline_cost / float(problem.cost[i])
-  return _design(problem, alpha, i, m_p, m)
+  return _design(problem, alpha, i, m_p, m, intercept)
 
 
 # --------------------------------------------------------------------------------------------
@@ -535,6 +563,7 @@ def result_to_json(r: SearchResult) -> dict:
                    'widths': list(r.baseline.widths)},
       'alpha': r.alpha,
       'alpha_stderr': r.alpha_stderr,
+      'intercept': r.intercept,
       'alpha_interval': None if r.alpha_interval is None else list(r.alpha_interval),
       'efficiency': r.efficiency,
       'fan_in_convention': r.fan_in_convention,
@@ -555,8 +584,9 @@ def format_result(r: SearchResult) -> str:
   """A readable table of the baseline, the primal and the dual designs."""
   b = r.baseline
   conv = f', fan-in convention {r.fan_in_convention}' if r.fan_in_convention else ''
+  law = f'; intercept {r.intercept:.4g}' if r.intercept else ''
   lines = [f'baseline {b.name} {b.label}: {b.params / 1e6:.2f}M params, '
-           f'{b.flops / 1e9:.3f} GFLOPs; alpha {r.alpha:.4g}; efficiency {r.efficiency}{conv}',
+           f'{b.flops / 1e9:.3f} GFLOPs; alpha {r.alpha:.4g}{law}; efficiency {r.efficiency}{conv}',
            f'{"design":<7} {"n":>5} {"m (real)":>9} {"m_int":>6} {"label":>14} {"params":>9} '
            f'{"GFLOPs":>8} {"rho":>6} {"rho@curve":>9} {"Var(K_e)/Var(K_s)":>18}']
   for name, d in (('primal', r.primal), ('dual', r.dual)):

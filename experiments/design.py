@@ -18,11 +18,14 @@ alpha is fitted on ``--widths`` with ``--trials`` initializations each (progress
 are printed); ``--alpha_from`` reads ``alpha`` and ``alpha_stderr`` from a JSON of this binary
 or of ``fit_alpha.py``.
 
+The solver uses the fitted law ``exp(a + alpha S) - 1`` with the fit's intercept ``a``.
+
 JSON keys: ``alpha``, ``alpha_stderr``, ``alpha_interval``, ``fan_in_convention``, ``points``
 (``width``, ``params``, ``flops``, ``fan_in_sum``, ``ratio``, ``ratio_stderr``), ``baseline``
 (``n``, ``m``, ``params``, ``flops``), ``primal`` / ``dual`` (``n``, ``m``, ``m_int``, ``params``,
 ``flops``, ``rho``, ``variance_ratio``, ``label``, ``n_interval``, ``m_interval``), plus
-``member``, ``efficiency``, ``fits`` (alpha under both conventions), ``layers``, ``seconds``.
+``member``, ``efficiency``, ``intercept``, ``covariance`` (Cov(a, alpha)), ``fits`` (alpha under
+both conventions), ``layers``, ``seconds``.
 The JSON is written after the fit and again at the end, so a later failure loses no fit.
 """
 
@@ -61,6 +64,8 @@ flags.DEFINE_string('input_distribution', 'gaussian',
 flags.DEFINE_string('parameterization', 'as_given', 'as_given | ntk (Algorithm 1)')
 flags.DEFINE_float('alpha', None, 'use this alpha (no fit)')
 flags.DEFINE_float('alpha_stderr', None, 'with --alpha: its standard error (for intervals)')
+flags.DEFINE_float('alpha_intercept', 0.0, 'with --alpha: the intercept a of the variance law '
+                   'exp(a + alpha S) - 1')
 flags.DEFINE_string('alpha_from', None, 'JSON with "alpha" (and "alpha_stderr")')
 flags.DEFINE_integer('max_width', None, 'search widths 1..max_width (default max(256, 2 n~))')
 flags.DEFINE_integer('seed', 0, 'PRNG seed')
@@ -135,7 +140,7 @@ def build_member():
 
 
 def resolve_alpha():
-  """(alpha, stderr) given on the command line or in --alpha_from; None to fit."""
+  """(alpha, stderr, intercept, covariance) given or in --alpha_from; None to fit."""
   if FLAGS.alpha is not None and FLAGS.alpha_from:
     raise ValueError('conflicting flags: give --alpha or --alpha_from, not both')
   if FLAGS.alpha_stderr is not None and FLAGS.alpha is None:
@@ -145,7 +150,9 @@ def resolve_alpha():
     se = FLAGS.alpha_stderr
     if se is not None and (not math.isfinite(se) or se < 0):
       raise ValueError(f'--alpha_stderr must be a finite number >= 0, got {se!r}')
-    return a, se
+    if not math.isfinite(FLAGS.alpha_intercept):
+      raise ValueError(f'--alpha_intercept must be finite, got {FLAGS.alpha_intercept!r}')
+    return a, se, FLAGS.alpha_intercept, 0.0
   if FLAGS.alpha_from:
     try:
       with open(FLAGS.alpha_from) as f:
@@ -157,7 +164,8 @@ def resolve_alpha():
       raise ValueError(f'--alpha_from {FLAGS.alpha_from!r} has no key "alpha"')
     a = _validate.finite_positive('alpha (from --alpha_from)', payload['alpha'])
     se = payload.get('alpha_stderr')
-    return a, (None if se is None else float(se))
+    return (a, None if se is None else float(se), float(payload.get('intercept') or 0.0),
+            float(payload.get('covariance') or 0.0))
   return None
 
 
@@ -230,28 +238,30 @@ def main(argv):
                                    intercept=FLAGS.intercept, chunk_size=chunk,
                                    parameterization=FLAGS.parameterization, progress=progress)
     a, se = est.fit.alpha, est.fit.alpha_stderr
+    b, cov = est.fit.intercept, est.fit.covariance
     payload.update({
-        'alpha': a, 'alpha_stderr': se, 'trials': trials, 'intercept': FLAGS.intercept,
+        'alpha': a, 'alpha_stderr': se, 'intercept': b, 'covariance': cov, 'trials': trials,
+        'fit_intercept': FLAGS.intercept,
         'fits': {c: f._asdict() for c, f in est.fits.items()},
         'points': [{'width': p.width, 'params': p.params, 'flops': p.flops,
                     'fan_in_sum': p.fan_in_sum, 'ratio': p.ratio,
                     'ratio_stderr': p.ratio_stderr} for p in est.points]})
-    print(f'alpha = {a:.4f} +- {se:.4f} ({convention}; kernel convention: '
+    print(f'alpha = {a:.4f} +- {se:.4f}, intercept {b:.4f} ({convention}; kernel convention: '
           f'{est.fits["kernel"].alpha:.4f}, channels: {est.fits["channels"].alpha:.4f}), '
           f'{time.time() - start:.1f} s', flush=True)
     cli.write_json(FLAGS.json_out, payload)   # the fit is kept whatever happens next
   else:
-    a, se = given
+    a, se, b, cov = given
     prof = member_lib.profile(member, widths if not isinstance(base, tuple)
                               else np.asarray(widths))
-    payload.update({'alpha': a, 'alpha_stderr': se, 'points': [
+    payload.update({'alpha': a, 'alpha_stderr': se, 'intercept': b, 'points': [
         {'width': w, 'params': int(prof.params[i]), 'flops': int(prof.flops[i]),
          'fan_in_sum': float(prof.fan_in_sum[convention][i]), 'ratio': None,
          'ratio_stderr': None} for i, w in enumerate(widths)]})
 
   problem = solver.member_problem(member, base, baseline_m, efficiency=efficiency,
                                   fan_in_convention=convention, max_width=max_width)
-  result = solver.solve(problem, a, se)
+  result = solver.solve(problem, a, se, intercept=b, covariance=cov)
   print(solver.format_result(result))
   js = solver.result_to_json(result)
   payload.update({

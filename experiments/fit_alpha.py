@@ -104,6 +104,7 @@ def main(argv):
       'points': [{'width': p.width, 'fan_in_sum': p.fan_in_sum, 'ratio': p.ratio,
                   'ratio_stderr': p.ratio_stderr} for p in est.points],
       'fan_in_convention': convention, 'intercept': fit.intercept,
+      'covariance': fit.covariance,
       'chi2_per_dof': _finite_or_none(fit.chi2_per_dof),
       'fit_intercept': FLAGS.intercept,
       'intercept_fit': {k: _finite_or_none(v) for k, v in with_int._asdict().items()},

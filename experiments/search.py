@@ -74,7 +74,7 @@ def _present(name):
 
 
 def resolve_alpha() -> tuple:
-  """(alpha, its standard error or None)."""
+  """(alpha, its standard error or None, intercept, Cov(intercept, alpha))."""
   if FLAGS.alpha_stderr is not None and FLAGS.alpha is None:
     raise ValueError('--alpha_stderr needs --alpha')
   if FLAGS.alpha is not None and FLAGS.alpha_from:
@@ -92,11 +92,12 @@ def resolve_alpha() -> tuple:
       raise ValueError(f'--alpha_from {FLAGS.alpha_from!r} has no key "alpha"')
     se = payload.get('alpha_stderr')
     return (_validate.finite_positive('alpha (from --alpha_from)', payload['alpha']),
-            None if se is None else float(se))
+            None if se is None else float(se), float(payload.get('intercept') or 0.0),
+            float(payload.get('covariance') or 0.0))
   se = FLAGS.alpha_stderr
   if se is not None and not (se >= 0 and se < float('inf')):
     raise ValueError(f'--alpha_stderr must be a finite number >= 0, got {se!r}')
-  return _validate.finite_positive('alpha', FLAGS.alpha), se
+  return _validate.finite_positive('alpha', FLAGS.alpha), se, 0.0, 0.0
 
 
 def build_problem() -> solver.Problem:
@@ -133,8 +134,9 @@ def main(argv):
   logging.getLogger('jax._src.xla_bridge').setLevel(logging.WARNING)
   if len(argv) > 1:
     raise ValueError(f'unexpected arguments: {" ".join(argv[1:])}')
-  alpha, alpha_stderr = resolve_alpha()
-  result = solver.solve(build_problem(), alpha, alpha_stderr)
+  alpha, alpha_stderr, intercept, covariance = resolve_alpha()
+  result = solver.solve(build_problem(), alpha, alpha_stderr, intercept=intercept,
+                        covariance=covariance)
   print(solver.format_result(result))
   cli.write_json(FLAGS.json_out, solver.result_to_json(result))
   if FLAGS.plot_out:
