@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ce_jax import _validate
+from ce_jax import _optional, _validate
 from ce_jax import blocks
 
 __all__ = ['Dataset', 'Design', 'TrainOutput', 'DesignResult', 'AblationResult', 'DATASETS',
@@ -147,8 +147,8 @@ def _load_mnist():
   try:
     import tensorflow_datasets as tfds  # lazy: optional dependency
   except ImportError as e:  # pragma: no cover - depends on the installed stack
-    raise ValueError(f"dataset 'mnist' needs tensorflow_datasets ({e}); use --dataset=digits") \
-      from None
+    raise ValueError(f"dataset 'mnist' needs tensorflow-datasets ({e}): "
+                     f"{_optional.hint('data')}, or use --dataset=digits") from None
   try:
     splits = tfds.load('mnist', split=['train', 'test'], batch_size=-1, as_supervised=True,
                        download=False)
@@ -410,7 +410,7 @@ def run_ablation(data: Dataset, primal: Sequence[Design], dual: Sequence[Design]
 
 def plot_ablation(result: AblationResult, path: str, title: str = '') -> None:
   """The paper's four panels: error (blue) with Var(K) ratio (a, b) or parameters (c, d)."""
-  import matplotlib
+  matplotlib = _optional.require('matplotlib', 'experiments', what='ablation.plot_ablation')
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
 

@@ -11,13 +11,19 @@ import numpy as np
 
 
 def run_main(main: Callable[[list[str]], Any]) -> None:
-  """``absl.app.run(main)`` where a ``ValueError`` becomes a one-line usage error (exit 2)."""
+  """``absl.app.run(main)`` where a ``ValueError`` becomes a one-line usage error (exit 2).
+
+  So does a missing optional package (:class:`ce_jax._optional.MissingExtraError`, which names
+  the extra to install).
+  """
   from absl import app
+
+  from ce_jax import _optional  # pylint: disable=g-import-not-at-top
 
   def wrapped(argv):
     try:
       return main(argv)
-    except ValueError as e:
+    except (ValueError, _optional.MissingExtraError) as e:
       print(f'{os.path.basename(sys.argv[0])}: error: {e}', file=sys.stderr)
       sys.exit(2)
 

@@ -1,4 +1,4 @@
-"""Infinite-width NTK and NNGP kernels of the dense member (``../shared/SPEC.md`` section 1).
+"""Infinite-width NTK and NNGP kernels of the dense member.
 
 The member (paper Eq. 3, NTK parameterization, ``depth`` weight matrices, ReLU, no biases)::
 
@@ -20,8 +20,9 @@ Useful closed form: ``Theta_depth(x, x) = depth * |x|^2 / n_0``.
 
 Two backends compute the same kernel: ``'jax'`` (this recursion in pure JAX, runs on any JAX)
 and ``'nt'`` (``neural_tangents.stax``: ``Dense(n, W_std=sqrt(2), parameterization='ntk')``
-hidden layers and ``Dense(k, W_std=1)`` readout, no bias; needs neural-tangents, pinned stack
-only). ``'auto'`` picks ``'nt'`` when it can be imported, else ``'jax'``.
+hidden layers and ``Dense(k, W_std=1)`` readout, no bias; needs neural-tangents, i.e. jax < 0.6:
+``pip install 'ce_jax[nt]'`` or the reference stack ``requirements/nt.txt``, where the tests
+cross-check the two). ``'auto'`` is ``'jax'``: ``'nt'`` only when asked for.
 """
 
 from __future__ import annotations
@@ -82,6 +83,11 @@ def stax_member(depth: int, width: int = 1024, num_outputs: int = 1):
   depth = _validate.positive_int('depth', depth, minimum=2)
   width = _validate.positive_int('width', width)
   num_outputs = _validate.positive_int('num_outputs', num_outputs)
+  from ce_jax import ntk  # pylint: disable=g-import-not-at-top
+  if ntk._nt_module() is None:  # pylint: disable=protected-access  (same probe as ce_jax.ntk)
+    raise ValueError("backend 'nt' (neural_tangents.stax) needs neural-tangents, which cannot be "
+                     "imported here (it needs jax < 0.6: pip install 'ce_jax[nt]'); use "
+                     "backend='jax' or 'auto'")
   from neural_tangents import stax  # pylint: disable=g-import-not-at-top
   layers = []
   for _ in range(depth - 1):
@@ -97,11 +103,9 @@ def _kernels_nt(x1, x2, depth: int) -> InfiniteKernels:
 
 
 def _resolve_backend(backend: str) -> str:
+  """``'auto'`` -> ``'jax'`` (the recursion, on any JAX); ``'nt'`` only when asked for."""
   _validate.choice('backend', backend, BACKENDS)
-  if backend != 'auto':
-    return backend
-  from ce_jax import ntk  # pylint: disable=g-import-not-at-top
-  return 'nt' if 'nt' in ntk.available_backends() else 'jax'  # same probe as ce_jax.ntk
+  return 'jax' if backend == 'auto' else backend
 
 
 def infinite_kernels(x1, x2=None, *, depth: int, backend: str = 'auto') -> InfiniteKernels:
@@ -110,8 +114,9 @@ def infinite_kernels(x1, x2=None, *, depth: int, backend: str = 'auto') -> Infin
   Args:
     x1: inputs ``(N1, n_0)``.
     x2: inputs ``(N2, n_0)``; ``None`` means ``x1``.
-    depth: number of weight matrices (>= 2), as in SPEC section 1.
-    backend: ``'auto'``, ``'jax'`` (pure JAX) or ``'nt'`` (neural-tangents ``stax``).
+    depth: number of weight matrices (>= 2).
+    backend: ``'auto'`` (= ``'jax'``), ``'jax'`` (pure JAX) or ``'nt'`` (neural-tangents
+      ``stax``, needs the ``nt`` extra).
 
   Returns:
     ``InfiniteKernels(ntk, nngp)``, each ``(N1, N2)``, dimensionless (f is O(1)).

@@ -22,7 +22,7 @@ Every dataset goes through ONE tf.data code path::
   once with a fixed permutation into 1,347 train and 450 test images, pixels ``/16``
   standardized with the train mean and std.
 
-Normalization and augmentation follow SPEC section 5 (see ``docs/TRAINING.md``): CIFAR and
+Normalization and augmentation (see ``docs/TRAINING.md``): CIFAR and
 downsampled ImageNet use random horizontal flips and a random crop after zero padding (4 pixels
 at 32x32, 8 at 64x64); ImageNet uses an Inception-style random resized crop to 224 plus flips
 (no lighting), evaluation resizes to 256 and center-crops 224. All images are normalized per
@@ -39,7 +39,7 @@ from typing import Any, Iterator, NamedTuple
 
 import numpy as np
 
-from ce_jax import _validate
+from ce_jax import _optional, _validate
 
 __all__ = ['DatasetInfo', 'DATASETS', 'get_info', 'steps_per_epoch', 'train_iterator',
            'eval_iterator', 'eval_steps', 'digits_arrays']
@@ -119,8 +119,13 @@ def _prepare_hint(name: str, data_dir: str | None) -> str:
           f'`tfds build {name} --data_dir={where}` (or copy a prepared {where}/{name} here)')
 
 
+def _tfds():
+  return _optional.require('tensorflow_datasets', 'data', package='tensorflow-datasets',
+                           what='ce_jax.input_pipeline')
+
+
 def _builder(name: str, data_dir: str | None):
-  import tensorflow_datasets as tfds
+  tfds = _tfds()
   try:
     return tfds.builder(name, data_dir=data_dir)
   except Exception as e:  # pylint: disable=broad-except
@@ -139,8 +144,9 @@ def digits_arrays() -> dict[str, tuple[np.ndarray, np.ndarray]]:
   (after ``/16``); labels int32 ``(N,)``. 1,347 train and 450 test examples. Cached and
   read-only.
   """
-  from sklearn.datasets import load_digits
-  d = load_digits()
+  datasets = _optional.require('sklearn.datasets', 'experiments', package='scikit-learn',
+                               what='the digits data set')
+  d = datasets.load_digits()
   images = d.images.astype(np.float32)[..., None] / 16.0
   labels = d.target.astype(np.int32)
   perm = np.random.RandomState(DIGITS_SPLIT_SEED).permutation(len(labels))
@@ -197,7 +203,7 @@ def eval_steps(info: DatasetInfo, global_batch_size: int, process_count: int = 1
 
 def _tf():
   """Imports TensorFlow, hiding accelerators from it (they belong to JAX)."""
-  import tensorflow as tf
+  tf = _optional.require('tensorflow', 'data', what='ce_jax.input_pipeline (tf.data)')
   try:
     tf.config.set_visible_devices([], 'GPU')
     tf.config.set_visible_devices([], 'TPU')
@@ -216,7 +222,7 @@ def _source(name: str, split: str, data_dir: str | None, *, sharded_split: bool 
       import jax
       ds = ds.shard(jax.process_count(), jax.process_index())
     return ds
-  import tensorflow_datasets as tfds
+  tfds = _tfds()
   builder = _builder(name, data_dir)
   if sharded_split:
     split = tfds.split_for_jax_process(split, drop_remainder=True)

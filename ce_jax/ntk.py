@@ -1,6 +1,6 @@
 """Empirical neural tangent kernels: one API, three backends.
 
-The empirical NTK of ``f(params, x)`` at ``params`` is (SPEC section 1)::
+The empirical NTK of ``f(params, x)`` at ``params`` is::
 
     K(x, x') = (1/k) sum_c < d f_c(x) / d params , d f_c(x') / d params >
 
@@ -11,8 +11,9 @@ comparable with the per-output infinite-width kernel; for a scalar output nothin
 Backends (``backend=``):
 
 * ``'nt'``: neural-tangents' ``nt.empirical_ntk_fn`` (implementations ``jacobian_contraction``
-  and ``ntk_vector_products``). Imported lazily: this module imports without neural-tangents
-  (which does not work with jax >= 0.6).
+  and ``ntk_vector_products``), only when asked for. Imported lazily: this module imports
+  without neural-tangents, which needs jax < 0.6 (``pip install 'ce_jax[nt]'``, or the reference
+  stack ``requirements/nt.txt``); the tests compare it with the other backends there.
 * ``'jax'``: the same two implementations with the public JAX API only (``jax.jacrev``,
   ``jax.vjp``, ``jax.jvp``, ``jax.vmap``); runs on the newest JAX.
 * ``'structured'``: closed form for :class:`ce_jax.models.dense.DenseMember` and
@@ -24,13 +25,14 @@ Backends (``backend=``):
 
   from one forward and one backward pass, never forming a Jacobian (the readout's D is the
   identity). The diagonal is ``sum_l c_l^2 |a_l|^2 |D_l|^2``.
-* ``'auto'`` (default): ``'structured'`` where it applies (a dense model's bound ``apply``),
-  else ``'nt'`` when neural-tangents imports, else ``'jax'``.
+* ``'auto'`` (default): ``'structured'`` where it applies (a dense model's bound ``apply`` with
+  ``trace_axes`` ``(-1,)`` or ``()``), else ``'jax'``. Never ``'nt'``: the default needs no
+  neural-tangents, and gives the same numbers on every stack.
 
 ``apply_fn(params, x)`` maps a batch ``x`` (batch on axis 0, or on ``vmap_axes``' input axis) to
 outputs with the batch on axis 0 (or ``vmap_axes``' output axis). ``vmap_axes`` declares that
 ``f`` acts on each example independently (no batch statistics); it makes the Jacobian
-``O(N)`` instead of ``O(N^2)`` and is what makes the neural-tangents path fast: pass it.
+``O(N)`` instead of ``O(N^2)`` and is what makes the ``'jax'`` and ``'nt'`` paths fast: pass it.
 
 Functions return jitted callables; inputs are validated outside ``jit`` (finite, matching
 shapes) with one-line ``ValueError``\\ s.
@@ -66,7 +68,11 @@ ApplyFn = Callable[[Any, Any], Any]
 
 @functools.lru_cache(maxsize=1)
 def _nt_module():
-  """neural_tangents, or None when it cannot be imported (e.g. on jax >= 0.6)."""
+  """neural_tangents, or None when it cannot be imported (not installed, or jax >= 0.6).
+
+  Probed only when backend ``'nt'`` is asked for (or by :func:`available_backends`): importing
+  neural-tangents also imports tensorflow, several seconds.
+  """
   try:
     import neural_tangents as nt  # pylint: disable=import-outside-toplevel
     return nt
@@ -100,16 +106,20 @@ def _norm_trace_axes(trace_axes) -> tuple[int, ...]:
 
 
 def resolve_backend(apply_fn, backend: str = 'auto', trace_axes=(-1,)) -> str:
-  """The concrete backend ``'auto'`` (or an explicit choice) resolves to for ``apply_fn``."""
+  """The concrete backend ``'auto'`` (or an explicit choice) resolves to for ``apply_fn``.
+
+  ``'auto'``: ``'structured'`` for a dense model's bound ``apply`` (``trace_axes`` ``(-1,)`` or
+  ``()``), else ``'jax'``; ``'nt'`` only when asked for (and importable).
+  """
   backend = _validate.choice('backend', backend, BACKENDS)
   trace_axes = _norm_trace_axes(trace_axes)
   if backend == 'auto':
     if structured_applies(apply_fn) and trace_axes in ((-1,), ()):
       return 'structured'
-    return 'nt' if _nt_module() is not None else 'jax'
+    return 'jax'
   if backend == 'nt' and _nt_module() is None:
-    raise ValueError("backend 'nt' needs neural-tangents, which cannot be imported here; "
-                     "use backend='jax' or 'auto'")
+    raise ValueError("backend 'nt' needs neural-tangents, which cannot be imported here (it "
+                     "needs jax < 0.6: pip install 'ce_jax[nt]'); use backend='jax' or 'auto'")
   if backend == 'structured' and not structured_applies(apply_fn):
     raise ValueError("backend 'structured' applies only to DenseMember/DenseEnsemble: pass "
                      f"model.apply of one, got {apply_fn!r}")
@@ -358,7 +368,8 @@ def empirical_ntk_fn(apply_fn: ApplyFn, *, backend: str = 'auto',
 
   Args:
     apply_fn: ``f(params, x)``; a Flax module's ``model.apply`` works.
-    backend: ``'auto'``, ``'nt'``, ``'jax'`` or ``'structured'`` (see the module docstring).
+    backend: ``'auto'`` (``'structured'`` where it applies, else ``'jax'``), ``'nt'``,
+      ``'jax'`` or ``'structured'`` (see the module docstring).
     implementation: ``'jacobian_contraction'`` or ``'ntk_vector_products'``; the matching
       ``nt.NtkImplementation`` members are accepted.
     vmap_axes: ``None``, an int, or ``(in_axis, out_axis)``: the batch axis of inputs and

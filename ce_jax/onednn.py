@@ -4,10 +4,10 @@ XLA:CPU (jax 0.5) has no fast grouped convolution: its forward pass runs at a fe
 group and its kernel gradient falls to a generic loop (jax-ml/jax#13800). PyTorch on the same CPU
 calls oneDNN. This module compiles ``ce_jax/csrc/onednn_conv.cc`` -- three XLA FFI handlers
 (forward, backward data, backward weights) over oneDNN 3.x primitives, channels-last, float32 --
-against the oneDNN wheel (``onednn-cpu-gomp``, installed with ce_jax on Linux x86-64) and JAX's
-FFI headers, loads it with ctypes and registers the handlers. :func:`conv` is the differentiable
-convolution (custom VJP); :class:`ce_jax.models.layers.GroupedConv` uses it by default where
-:func:`supports` says it applies.
+against the oneDNN wheel (``onednn-cpu-gomp``, Linux x86-64: ``pip install 'ce_jax[onednn]'``)
+and JAX's FFI headers, loads it with ctypes and registers the handlers. :func:`conv` is the
+differentiable convolution (custom VJP); :class:`ce_jax.models.layers.GroupedConv` uses it by
+default where :func:`supports` says it applies.
 
 Build: ``python -m ce_jax.onednn build`` (``make install`` runs it); otherwise the first use
 builds it (about 5 s with g++). The library's file name carries a hash of the source, the JAX
@@ -102,9 +102,11 @@ def _build_dirs() -> list[pathlib.Path]:
 
 
 def _tag(root: pathlib.Path) -> str:
-  """Hash of everything the binary depends on: source, JAX's FFI headers, oneDNN's version."""
+  """Hash of everything the binary depends on: source, JAX's FFI headers, oneDNN's version and
+  directory (the library's rpath: each venv gets its own build in a shared build directory)."""
   h = hashlib.sha256(SOURCE.read_bytes())
   h.update(jax.__version__.encode())
+  h.update(str(root.resolve()).encode())
   ffi_header = pathlib.Path(jax.ffi.include_dir()) / 'xla' / 'ffi' / 'api' / 'api.h'
   if ffi_header.exists():
     h.update(ffi_header.read_bytes())
@@ -130,12 +132,11 @@ def build(force: bool = False, verbose: bool = False) -> pathlib.Path:
   header = root / 'include' / 'oneapi' / 'dnnl' / 'dnnl.hpp'
   if lib is None or not header.exists():
     raise BuildError(f'oneDNN not found under {root} (need include/oneapi/dnnl/dnnl.hpp and '
-                     'lib/libdnnl.so.3; pip install onednn-cpu-gomp onednn-devel-cpu-gomp, or set '
-                     'CE_JAX_ONEDNN_ROOT)')
+                     "lib/libdnnl.so.3; pip install 'ce_jax[onednn]', or set CE_JAX_ONEDNN_ROOT)")
   cxx = _compiler()
   if cxx is None:
-    raise BuildError("no C++ compiler found (set CXX, install g++, or pip install -e '.[cxx]' "
-                     'for zig\'s)')
+    raise BuildError("no C++ compiler found (set CXX, install g++, or pip install 'ce_jax[cxx]' "
+                     "for zig's)")
   name = library_name(root)
   for d in _build_dirs():
     if (d / name).exists() and not force:

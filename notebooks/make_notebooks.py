@@ -13,12 +13,29 @@ from nbformat import v4
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 INSTALL = '''\
-# Colab set-up: installs ce_jax unless it is already importable (as in its repository's .venv).
-# Set CE_JAX_SOURCE to a pip requirement for ce_jax: the repository's git URL or a local path.
-import importlib.util, os, subprocess, sys
+# Set-up: makes ce_jax importable; does nothing where it already is (the repository's .venv).
+# Otherwise installs it with the experiments extra from CE_JAX_SOURCE (a path or a pip URL, e.g.
+# git+https://<host>/<owner>/ce_jax.git) or else from the checkout this notebook lives in. A
+# checkout's lock file for this Python (requirements/py311.txt, py312.txt) pins the stack.
+import importlib, importlib.util, os, pathlib, subprocess, sys
 if importlib.util.find_spec('ce_jax') is None:
-  subprocess.check_call([sys.executable, '-m', 'pip', 'install', '-q',
-                         os.environ.get('CE_JAX_SOURCE', 'git+https://github.com/ce-jax/ce_jax')])
+  source = os.environ.get('CE_JAX_SOURCE', '')
+  root = pathlib.Path(source) if source and os.path.isdir(source) else None
+  if not source:
+    here = pathlib.Path.cwd().resolve()  # Jupyter runs a notebook in its own folder
+    root = next((p for p in (here, *here.parents)
+                 if (p / 'setup.cfg').is_file() and (p / 'ce_jax' / '__init__.py').is_file()), None)
+    if root is None:
+      raise RuntimeError('ce_jax is not installed and this notebook is not in a ce_jax checkout: '
+                         'set CE_JAX_SOURCE to its path or pip URL (README, "Notebooks")')
+  cmd = [sys.executable, '-m', 'pip', 'install', '-q']
+  if root is not None:
+    lock = root / 'requirements' / f'py{sys.version_info[0]}{sys.version_info[1]}.txt'
+    cmd += (['-c', str(lock)] if lock.is_file() else []) + [f'{root}[experiments]']
+  else:
+    cmd += [f'ce_jax[experiments] @ {source}']
+  subprocess.check_call(cmd)
+  importlib.invalidate_caches()
 '''
 
 COMMON = '''\

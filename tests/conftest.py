@@ -1,6 +1,13 @@
-"""Shared test helpers: run experiment binaries as a user would, in the same interpreter."""
+"""Shared test helpers: run experiment binaries as a user would, in the same interpreter.
+
+Tests marked ``nt`` compare with neural-tangents, which imports only with jax < 0.6: they run in
+the reference stack (``make test-nt``, ``pytest -m nt``) and are skipped elsewhere, with the
+reason shown by ``pytest -rs``.
+"""
 
 import contextlib
+import functools
+import importlib.util
 import json
 import os
 import subprocess
@@ -10,6 +17,28 @@ import jax
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@functools.lru_cache(maxsize=1)
+def _nt_skip_reason():
+  """None when neural-tangents imports here, else why the ``nt`` tests are skipped."""
+  if importlib.util.find_spec('neural_tangents') is None:
+    return (f'neural-tangents is not installed (jax {jax.__version__}); the nt cross-checks run '
+            'in the reference stack: make test-nt')
+  from ce_jax import ntk  # pylint: disable=import-outside-toplevel
+  if ntk._nt_module() is None:  # pylint: disable=protected-access
+    return (f'neural-tangents does not import with jax {jax.__version__} (it needs jax < 0.6); '
+            'make test-nt runs these tests')
+  return None
+
+
+def pytest_collection_modifyitems(config, items):
+  del config
+  nt_items = [item for item in items if item.get_closest_marker('nt')]
+  if nt_items and _nt_skip_reason():
+    skip = pytest.mark.skip(reason=_nt_skip_reason())
+    for item in nt_items:
+      item.add_marker(skip)
 
 
 def run_binary(name, *flags, env=None, timeout=600, check=True):

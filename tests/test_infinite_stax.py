@@ -1,4 +1,4 @@
-"""The pure-JAX ReLU recursion equals neural-tangents' stax kernel (pinned stack only)."""
+"""The pure-JAX ReLU recursion equals neural-tangents' stax kernel (nt marker: make test-nt)."""
 
 
 import numpy as np
@@ -7,9 +7,8 @@ import pytest
 from ce_jax import infinite
 from conftest import enable_x64
 
-pytest.importorskip('neural_tangents')
 
-
+@pytest.mark.nt
 @pytest.mark.parametrize('depth', [2, 3, 4, 6])
 def test_jax_equals_stax(depth):
   rng = np.random.default_rng(depth)
@@ -22,13 +21,14 @@ def test_jax_equals_stax(depth):
     np.testing.assert_allclose(np.asarray(a.nngp), np.asarray(b.nngp), rtol=1e-6, atol=1e-9)
 
 
-def test_auto_uses_stax_and_fig2_inputs_agree():
+@pytest.mark.nt
+def test_auto_is_jax_and_fig2_inputs_agree_with_stax():
   g = np.linspace(-np.pi, np.pi, 21)
   xg = np.stack([np.cos(g), np.sin(g)], 1)
   x0 = np.array([[1.0, 0.0]])
-  assert infinite._resolve_backend('auto') == 'nt'  # pylint: disable=protected-access
+  assert infinite._resolve_backend('auto') == 'jax'  # pylint: disable=protected-access
   np.testing.assert_allclose(np.asarray(infinite.infinite_ntk(x0, xg, depth=4)),
-                             np.asarray(infinite.infinite_ntk(x0, xg, depth=4, backend='jax')),
+                             np.asarray(infinite.infinite_ntk(x0, xg, depth=4, backend='nt')),
                              rtol=1e-5, atol=1e-6)
 
 

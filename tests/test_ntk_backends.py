@@ -1,4 +1,4 @@
-"""The neural-tangents and pure-JAX backends of ce_jax.ntk agree (pinned stack only)."""
+"""The neural-tangents and pure-JAX backends of ce_jax.ntk agree (reference stack: make test-nt)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from conftest import enable_x64
 
 x64 = enable_x64
 
-pytest.importorskip('neural_tangents')
+pytestmark = pytest.mark.nt   # skipped (with the reason) where neural-tangents does not import
 
 IMPLS = ('jacobian_contraction', 'ntk_vector_products')
 
