@@ -104,8 +104,62 @@ def _compiled_chunk(sample_fn: SampleFn, chunk_size: int):
   return cache[chunk_size]
 
 
+def _compiled_round(sample_fn: SampleFn, chunk_size: int, devices: tuple):
+  """``(key, starts (D,)) -> (D, chunk_size) + entry``: one chunk per device, in one program.
+
+  ``starts`` is sharded over a 1-D mesh of ``devices`` (all devices of all processes), so
+  device d computes the trials ``starts[d] .. starts[d] + chunk_size - 1``.
+  """
+  cache = _cache(sample_fn)
+  tag = ('round', chunk_size, devices)
+  if tag not in cache:
+    spec = jax.sharding.PartitionSpec('trials')
+    mesh = jax.sharding.Mesh(np.asarray(devices, dtype=object), ('trials',))
+    sharded = jax.sharding.NamedSharding(mesh, spec)
+    batched = jax.vmap(sample_fn)
+
+    def local(k, starts):   # on each device: its one start -> (1, chunk_size) + entry
+      return batched(trial_keys(k, starts[0], chunk_size))[None]
+    shard_map = getattr(jax, 'shard_map', None)
+    if shard_map is None:   # jax < 0.7
+      from jax.experimental.shard_map import shard_map  # pylint: disable=g-import-not-at-top
+    fn = shard_map(local, mesh=mesh, in_specs=(jax.sharding.PartitionSpec(), spec),
+                   out_specs=spec)
+    cache[tag] = (jax.jit(fn), sharded)
+  return cache[tag]
+
+
+def _gather(x) -> np.ndarray:
+  """A (possibly multi-process) global array as one numpy array on every process."""
+  if getattr(x, 'is_fully_addressable', True):
+    return np.asarray(x)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
 def _chunks(sample_fn: SampleFn, key, trials: int, chunk_size: int, progress: Progress):
-  """Yields float64 numpy chunks of samples ``(valid,) + entry``, in trial order."""
+  """Yields float64 numpy chunks of samples ``(valid,) + entry``, in trial order.
+
+  On one device: one jitted chunk at a time, the next dispatched while the last is summed. On
+  several devices (and processes, with ``jax.distributed``): each round runs one chunk per
+  device of every process and gathers them in trial order, so every process sees the same
+  samples as one device would (the keys depend on the trial index only).
+  """
+  devices = tuple(jax.devices())
+  if len(devices) > 1:
+    fn, sharding = _compiled_round(sample_fn, chunk_size, devices)
+    per_round = len(devices) * chunk_size
+    num_rounds = -(-trials // per_round)
+    for r in range(num_rounds):
+      starts = (r * per_round + chunk_size * np.arange(len(devices))).astype(np.int32)
+      starts = jax.make_array_from_callback(starts.shape, sharding, lambda i: starts[i])
+      out = _gather(fn(key, starts))
+      out = out.reshape((per_round,) + out.shape[2:])
+      valid = min(per_round, trials - r * per_round)
+      if progress is not None:
+        progress(min((r + 1) * per_round, trials), trials)
+      yield np.asarray(out[:valid], np.float64)
+    return
   fn = _compiled_chunk(sample_fn, chunk_size)
   num_chunks = -(-trials // chunk_size)
   pending = fn(key, 0)
