@@ -99,9 +99,45 @@ def _compiled_chunk(sample_fn: SampleFn, chunk_size: int):
   """
   cache = _cache(sample_fn)
   if chunk_size not in cache:
-    batched = jax.vmap(sample_fn)
+    batched = _batched(sample_fn)
     cache[chunk_size] = jax.jit(lambda k, start: batched(trial_keys(k, start, chunk_size)))
   return cache[chunk_size]
+
+
+def _has_convolution(jaxpr) -> bool:
+  for e in jaxpr.eqns:
+    if e.primitive.name == 'conv_general_dilated' or (
+        e.primitive.name == 'ffi_call' and 'conv' in str(e.params.get('target_name', ''))):
+      return True
+    for p in e.params.values():
+      for v in (p if isinstance(p, (tuple, list)) else (p,)):
+        sub = getattr(v, 'jaxpr', v)
+        if hasattr(sub, 'eqns') and _has_convolution(sub):
+          return True
+  return False
+
+
+def _batched(sample_fn: SampleFn):
+  """``keys (B,) -> (B,) + entry``: ``vmap``, or a sequential ``lax.map`` for convolutions.
+
+  Batching one sampler over initializations batches its WEIGHTS: dense layers become batched
+  matrix products (fast), but convolutions become grouped convolutions with one group per
+  trial, which XLA:CPU runs 4-7x slower than the trials one after the other (measured on the
+  bottleneck path, widths 64 and 256). The choice depends on the sampler only, never on the
+  timing, so the samples do not change from run to run.
+  """
+  if batching(sample_fn) == 'sequential':
+    return lambda keys: jax.lax.map(sample_fn, keys)
+  return jax.vmap(sample_fn)
+
+
+def batching(sample_fn: SampleFn) -> str:
+  """``'sequential'`` (samplers with convolutions) or ``'vmap'``; see :func:`_batched`."""
+  cache = _cache(sample_fn)
+  if 'batching' not in cache:
+    uses_conv = _has_convolution(jax.make_jaxpr(sample_fn)(jax.random.PRNGKey(0)).jaxpr)
+    cache['batching'] = 'sequential' if uses_conv else 'vmap'
+  return cache['batching']
 
 
 def _compiled_round(sample_fn: SampleFn, chunk_size: int, devices: tuple):
@@ -116,7 +152,7 @@ def _compiled_round(sample_fn: SampleFn, chunk_size: int, devices: tuple):
     spec = jax.sharding.PartitionSpec('trials')
     mesh = jax.sharding.Mesh(np.asarray(devices, dtype=object), ('trials',))
     sharded = jax.sharding.NamedSharding(mesh, spec)
-    batched = jax.vmap(sample_fn)
+    batched = _batched(sample_fn)
 
     def local(k, starts):   # on each device: its one start -> (1, chunk_size) + entry
       return batched(trial_keys(k, starts[0], chunk_size))[None]

@@ -175,9 +175,10 @@ def test_sample_over_inits_compiles_once_per_sampler():
   a = variance.sample_over_inits(sample_fn, jax.random.PRNGKey(0), 8, chunk_size=4)
   b = variance.sample_over_inits(sample_fn, jax.random.PRNGKey(1), 8, chunk_size=4)
   variance.ntk_moments(sample_fn, jax.random.PRNGKey(2), 8, chunk_size=4)
-  assert len(traces) == 1, f'{len(traces)} traces for one sampler and one shape'
+  # One trace to decide how to batch the trials (vmap or lax.map), one to compile the chunk.
+  assert len(traces) == 2, f'{len(traces)} traces for one sampler and one shape'
   assert a.shape == (8, 3) and not np.allclose(a, b)
-  # Trial i always uses split(key, trials)[i], whatever the chunking (and compiled once more).
+  # Trial i always uses fold_in(key, i), whatever the chunking (and compiled once more).
   c = variance.sample_over_inits(sample_fn, jax.random.PRNGKey(0), 8, chunk_size=8)
   np.testing.assert_allclose(a, c, rtol=1e-6)
 
@@ -207,3 +208,18 @@ def test_huge_sample_arrays_are_refused_before_the_work():
   with pytest.raises(ValueError, match='would need .* of memory; this machine has'):
     variance.sample_over_inits(lambda k: jax.random.normal(k, (1000,)), jax.random.PRNGKey(0),
                                10 ** 9, chunk_size=4)
+
+
+def test_convolutional_samplers_run_trials_sequentially_with_the_same_samples():
+  """Batched weights would turn convolutions into grouped ones (slow on XLA:CPU): the trials of
+  a convolutional sampler run one after the other; the samples are those of vmap."""
+  from ce_jax import alpha, presets
+  x = jax.random.normal(jax.random.PRNGKey(0), (1, 3, 3, 8))
+  conv = alpha.member_sampler(presets.bottleneck(in_channels=8, out_channels=8), 4, x)
+  dense = variance.dense_ntk_sampler((4, 4), np.ones((2, 3)))
+  keys = variance.trial_keys(jax.random.PRNGKey(1), 0, 6)
+  for sampler, mode in ((conv, 'sequential'), (dense, 'vmap')):
+    assert variance.batching(sampler) == mode
+    batched = variance._batched(sampler)  # pylint: disable=protected-access
+    np.testing.assert_allclose(np.asarray(jax.jit(batched)(keys)),
+                               np.asarray(jax.vmap(sampler)(keys)), rtol=1e-5)
