@@ -158,6 +158,41 @@ def fit_alpha(fan_in_sums: Sequence[float], ratios: Sequence[float],
       covariance=float(cov[0, 1]) if intercept else 0.0)
 
 
+class LoadedFit(NamedTuple):
+  """What the solver needs of a fit saved as JSON (fit_alpha.py / design.py ``--json_out``)."""
+  alpha: float
+  alpha_stderr: float | None
+  intercept: float
+  covariance: float
+
+
+def load_fit(path: str, flag: str = '--alpha_from') -> LoadedFit:
+  """Reads ``alpha`` (and ``alpha_stderr``, ``intercept``, ``covariance``) from a fit's JSON.
+
+  Raises a one-line ``ValueError`` naming ``flag`` when the file is unreadable, not JSON, or
+  has no valid ``alpha``.
+  """
+  import json  # pylint: disable=g-import-not-at-top
+  try:
+    with open(path) as f:
+      payload = json.load(f)
+  except (OSError, json.JSONDecodeError) as e:
+    raise ValueError(f'cannot read {flag} {path!r}: {str(e).splitlines()[0]}') from None
+  if not isinstance(payload, dict) or 'alpha' not in payload:
+    raise ValueError(f'{flag} {path!r} has no key "alpha"')
+  a = _validate.finite_positive(f'alpha (from {flag})', payload['alpha'])
+  se = payload.get('alpha_stderr')
+  if se is not None:
+    se = float(se)
+    if not (math.isfinite(se) and se >= 0):
+      raise ValueError(f'alpha_stderr (from {flag}) must be a finite number >= 0, got {se!r}')
+  b = float(payload.get('intercept') or 0.0)
+  cov = float(payload.get('covariance') or 0.0)
+  if not (math.isfinite(b) and math.isfinite(cov)):
+    raise ValueError(f'intercept and covariance (from {flag}) must be finite, got {b!r}, {cov!r}')
+  return LoadedFit(a, se, b, cov)
+
+
 def block_input(block: str, key, *, input_dim: int = 748, in_channels: int = 256,
                 spatial: int = 3, num_inputs: int = 1, input_distribution: str = 'gaussian'):
   """The fixed input(s) whose diagonal NTK entry Algorithm 1 measures.

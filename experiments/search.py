@@ -25,7 +25,6 @@ The default chain gives the paper's designs:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -82,18 +81,8 @@ def resolve_alpha() -> tuple:
   if FLAGS.alpha is None and not FLAGS.alpha_from:
     raise ValueError('one of --alpha or --alpha_from is required')
   if FLAGS.alpha_from:
-    try:
-      with open(FLAGS.alpha_from) as f:
-        payload = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-      raise ValueError(f'cannot read --alpha_from {FLAGS.alpha_from!r}: '
-                       f'{str(e).splitlines()[0]}') from None
-    if not isinstance(payload, dict) or 'alpha' not in payload:
-      raise ValueError(f'--alpha_from {FLAGS.alpha_from!r} has no key "alpha"')
-    se = payload.get('alpha_stderr')
-    return (_validate.finite_positive('alpha (from --alpha_from)', payload['alpha']),
-            None if se is None else float(se), float(payload.get('intercept') or 0.0),
-            float(payload.get('covariance') or 0.0))
+    from ce_jax import alpha as alpha_lib  # pylint: disable=g-import-not-at-top
+    return tuple(alpha_lib.load_fit(FLAGS.alpha_from))
   se = FLAGS.alpha_stderr
   if se is not None and not (se >= 0 and se < float('inf')):
     raise ValueError(f'--alpha_stderr must be a finite number >= 0, got {se!r}')
