@@ -10,7 +10,11 @@ The member is any Flax module factory ``factory(width) -> flax.linen.Module`` in
       --efficiency=flops
 
 ``--member=MODULE:NAME``: ``MODULE`` is an importable module name or a ``.py`` path (a file in
-the current directory works); ``NAME`` is a factory, or a :class:`ce_jax.member.Member`.
+the current directory works); ``NAME`` is a factory, a :class:`ce_jax.member.Member`, or a
+preset builder: a callable whose parameters all have defaults and which returns a Member when
+called, e.g. ``--member=ce_jax.presets:wrn_basic``. ``--member_args=channels=160,key=value``
+passes keyword arguments to the builder (or to ``--preset``); values that read as ints or
+floats are numbers, ``true``/``false`` booleans, anything else a string.
 ``--network=MODULE:BUILDER`` (``builder(m, width) -> Module``, the whole model) gives integer m
 and whole-network counts. ``--input_shape`` is ONE example's shape without the batch axis.
 ``--baseline_width`` is an int or a per-layer comma list. Without ``--alpha``/``--alpha_from``,
@@ -24,8 +28,8 @@ JSON keys: ``alpha``, ``alpha_stderr``, ``alpha_interval``, ``fan_in_convention`
 (``width``, ``params``, ``flops``, ``fan_in_sum``, ``ratio``, ``ratio_stderr``), ``baseline``
 (``n``, ``m``, ``params``, ``flops``), ``primal`` / ``dual`` (``n``, ``m``, ``m_int``, ``params``,
 ``flops``, ``rho``, ``variance_ratio``, ``label``, ``n_interval``, ``m_interval``), plus
-``member``, ``efficiency``, ``intercept``, ``covariance`` (Cov(a, alpha)), ``fits`` (alpha under
-both conventions), ``layers``, ``seconds``.
+``member``, ``member_args``, ``efficiency``, ``intercept``, ``covariance`` (Cov(a, alpha)),
+``fits`` (alpha under both conventions), ``layers``, ``seconds``.
 The JSON is written after the fit and again at the end, so a later failure loses no fit.
 """
 
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import json
 import math
 import os
@@ -47,6 +52,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string('member', None, 'MODULE:FACTORY, factory(width) -> flax Module '
                     '(MODULE: importable name or .py path), or MODULE:MEMBER')
 flags.DEFINE_string('preset', None, 'instead of --member: a ce_jax.presets name')
+flags.DEFINE_string('member_args', None, 'key=value,key=value: keyword arguments of a preset '
+                    'builder (--member=MODULE:BUILDER or --preset), e.g. channels=160')
 flags.DEFINE_string('network', None, 'MODULE:BUILDER, builder(m, width) -> the whole model')
 flags.DEFINE_string('input_shape', None, 'one example input shape without the batch axis, '
                     'e.g. 32,32,64 or 512 (default: the preset\'s)')
@@ -103,6 +110,60 @@ def _load_object(spec: str, flag: str):
   return getattr(module, attr)
 
 
+def parse_member_args(text) -> dict:
+  """``'a=1,b=0.5,c=x'`` -> ``{'a': 1, 'b': 0.5, 'c': 'x'}`` (ints, floats, true/false parsed)."""
+  if text is None:
+    return {}
+  out = {}
+  for item in str(text).split(','):
+    key, sep, value = item.partition('=')
+    key, value = key.strip(), value.strip()
+    if not sep or not key.isidentifier() or not value:
+      raise ValueError(f'--member_args must be key=value,key=value (e.g. channels=160), '
+                       f'got {item.strip()!r} in {text!r}')
+    if key in out:
+      raise ValueError(f'--member_args gives {key!r} twice: {text!r}')
+    if value.lower() in ('true', 'false'):
+      parsed = value.lower() == 'true'
+    else:
+      parsed = value
+      for kind in (int, float):
+        try:
+          parsed = kind(value)
+          break
+        except ValueError:
+          pass
+    out[key] = parsed
+  return out
+
+
+def _is_builder(obj) -> bool:
+  """Callable whose parameters all have defaults (so it can be called with no arguments)."""
+  try:
+    params = inspect.signature(obj).parameters.values()
+  except (TypeError, ValueError):
+    return False
+  return all(p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+             for p in params)
+
+
+def _call_builder(fn, kwargs: dict, what: str):
+  """``fn(**kwargs)``; unknown keys and the builder's own ValueError/TypeError -> one line."""
+  params = inspect.signature(fn).parameters
+  if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+    known = [k for k, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    unknown = [k for k in kwargs if k not in known]
+    if unknown:
+      raise ValueError(f'--member_args: {what} has no parameter {", ".join(map(repr, unknown))} '
+                       f'(it takes {", ".join(known) or "none"})')
+  try:
+    return fn(**kwargs)
+  except (TypeError, ValueError) as e:
+    first = (str(e).strip().splitlines() or [''])[0]
+    raise ValueError(f'{what}({", ".join(f"{k}={v!r}" for k, v in kwargs.items())}) failed: '
+                     f'{first}') from None
+
+
 def _width(text: str, flag: str):
   w = _validate.int_list(flag, text)
   return w[0] if len(w) == 1 and ',' not in str(text) else w
@@ -112,6 +173,7 @@ def build_member():
   from ce_jax import member as member_lib, presets  # pylint: disable=g-import-not-at-top
   if bool(FLAGS.member) == bool(FLAGS.preset):
     raise ValueError('give exactly one of --member=MODULE:FACTORY or --preset=NAME')
+  member_args = parse_member_args(FLAGS.member_args)
   network = None
   if FLAGS.network:
     network = _load_object(FLAGS.network, '--network')
@@ -119,14 +181,35 @@ def build_member():
       raise ValueError(f'--network {FLAGS.network!r} is not callable (builder(m, width))')
   if FLAGS.preset:
     _validate.choice('--preset', FLAGS.preset, presets.NAMES)
-    member = presets.get(FLAGS.preset)
+    member = _call_builder(getattr(presets, FLAGS.preset), member_args, f'preset {FLAGS.preset!r}')
     if FLAGS.input_shape or FLAGS.network:
       raise ValueError('--input_shape and --network do not apply to --preset (use --member)')
     return member
   obj = _load_object(FLAGS.member, '--member')
+  built = None
+  if callable(obj) and not isinstance(obj, member_lib.Member) and _is_builder(obj):
+    # a preset builder (every parameter has a default); a factory with a default width, or a
+    # Module class, returns something else (or fails without its width): a factory, below
+    try:
+      built = _call_builder(obj, member_args, f'--member {FLAGS.member!r}')
+    except ValueError:
+      if member_args:
+        raise
+    if isinstance(built, member_lib.Member):
+      obj = built
+  if member_args and not isinstance(built, member_lib.Member):
+    raise ValueError(f'--member_args applies to a preset builder (a callable returning a '
+                     f'ce_jax.member.Member); --member {FLAGS.member!r} is '
+                     + ('a Member' if isinstance(obj, member_lib.Member) else
+                        f'not one (called, it returned {type(built).__name__})'
+                        if built is not None else 'not one'))
   if isinstance(obj, member_lib.Member):
+    what = 'a preset builder' if built is not None else 'a Member'
     if FLAGS.input_shape:
-      raise ValueError('--input_shape does not apply: --member names a Member with its own')
+      raise ValueError(f'--input_shape does not apply: --member names {what}, which has its own')
+    if FLAGS.network:
+      raise ValueError(f'--network does not apply: --member names {what} (its network, if any, '
+                       f'is the Member\'s)')
     return obj
   if not callable(obj):
     raise ValueError(f'--member {FLAGS.member!r} is not callable: it must be a factory '
@@ -214,7 +297,8 @@ def main(argv):
                     for l in layers), flush=True)
 
   start = time.time()
-  payload = {'member': member.name, 'efficiency': efficiency, 'fan_in_convention': convention,
+  payload = {'member': member.name, 'member_args': parse_member_args(FLAGS.member_args),
+             'efficiency': efficiency, 'fan_in_convention': convention,
              'layers': [l._asdict() for l in layers]}
   est = None
   if given is None:

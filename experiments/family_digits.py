@@ -15,9 +15,12 @@ m, and the block output has the same scale at initialization for every m).
 1. Algorithm 1 on the member ``transformer_mlp(d)`` (``S = 1/d + 1/n``), cached in
    ``<workdir>/alpha.json``.
 2. The solver on that member for the baseline ``1 x n~`` (``n~ = 4 d`` by default), integer m
-   chosen on the WHOLE network (stem, K blocks, head; Algorithm 2). With ``--intercept_designs``
-   (default) also the primal and dual of ``v(n) = exp(a + alpha S(n)) - 1`` with the fit's
-   intercept ``a`` (rows ``primal_a``, ``dual_a`` when they differ), which ``solver.solve`` drops.
+   chosen on the WHOLE network (stem, K blocks, head; Algorithm 2), with the fitted law
+   ``v(n) = exp(a + alpha S(n)) - 1`` (the fit's intercept ``a`` and Cov(a, alpha) passed to
+   ``solver.solve``). ``--nointercept_law``: the paper's ``exp(alpha S) - 1`` instead. With
+   ``--compare_designs`` (default) also the primal and dual of the other law, where they differ:
+   rows ``primal_0``, ``dual_0`` (the paper's law), or ``primal_a``, ``dual_a`` (the fitted law)
+   with ``--nointercept_law``.
 3. Baseline, primal and dual train with Adam (``ce_jax.ablation.make_train_fn``; the seeds of a
    design run as one vmapped program). Test error mean +- standard error over seeds.
 
@@ -28,10 +31,12 @@ m, and the block output has the same scale at initialization for every m).
 Finished runs are never redone: every (design, seed) result is kept in
 ``<workdir>/runs/<m>x<n>/seed_<s>.json`` with the training settings, and a rerun trains only the
 missing seeds. JSON keys: ``alpha`` (``alpha``, ``alpha_stderr``, ``r2``, ``intercept``,
-``trials``, ``widths``), ``search`` (the solver's JSON), ``search_with_intercept`` (the same with
-the intercept, or null), ``models`` (per design: ``name``, ``m``, ``n``, ``params``,
-``variance_ratio``, ``test_error_mean``, ``test_error_stderr``, ``test_errors``, ``seeds``,
-``final_train_loss_mean``), ``settings``, ``wall_s``.
+``covariance``, ``trials``, ``widths``), ``law`` (``fitted`` or ``paper``), ``search`` (the
+solver's JSON for that law), ``search_compare`` (the same for the other law, or null),
+``models`` (per design: ``name``, ``m``, ``n``, ``params``, ``variance_ratio`` (predicted, the
+law used), ``variance_ratio_fitted``, ``variance_ratio_paper`` (predicted by each law),
+``test_error_mean``, ``test_error_stderr``, ``test_errors``, ``seeds``,
+``final_train_loss_mean``), ``settings`` (with ``intercept_law``), ``wall_s``.
 """
 
 from __future__ import annotations
@@ -71,8 +76,10 @@ flags.DEFINE_integer('epochs', 30, 'training epochs per run')
 flags.DEFINE_integer('batch_size', 128, 'minibatch size')
 flags.DEFINE_float('learning_rate', 3e-3, 'Adam learning rate')
 flags.DEFINE_integer('seed', 0, 'base seed (alpha fit; training seeds seed..seed+seeds-1)')
-flags.DEFINE_bool('intercept_designs', True, 'also train the primal / dual of '
-                  'v(n) = exp(a + alpha S) - 1 (a: the fitted intercept)')
+flags.DEFINE_bool('intercept_law', True, 'solve with the fitted law v(n) = exp(a + alpha S) - 1 '
+                  '(a: the fit\'s intercept); --nointercept_law: the paper\'s exp(alpha S) - 1')
+flags.DEFINE_bool('compare_designs', True, 'also train the primal / dual of the other law '
+                  '(rows primal_0 / dual_0, or primal_a / dual_a with --nointercept_law)')
 flags.DEFINE_bool('quick', False, 'tiny settings (tests): 2 alpha widths, 2 seeds, 1 epoch')
 
 INPUT_DIM, NUM_CLASSES = 64, 10
@@ -121,7 +128,7 @@ def fit_alpha(member, widths, trials, seed, d_model, cache_path):
   if os.path.exists(cache_path):
     with open(cache_path) as f:
       cached = json.load(f)
-    if cached.get('settings') == settings:
+    if cached.get('settings') == settings and 'covariance' in cached:
       print(f'  alpha = {cached["alpha"]:.3f} +- {cached["alpha_stderr"]:.3f}: reused '
             f'{cache_path}', flush=True)
       return cached
@@ -135,7 +142,8 @@ def fit_alpha(member, widths, trials, seed, d_model, cache_path):
                                  progress=progress)
   out = {'settings': settings, 'alpha': float(est.fit.alpha),
          'alpha_stderr': float(est.fit.alpha_stderr), 'r2': float(est.fit.r2),
-         'intercept': float(est.fit.intercept), 'trials': trials, 'widths': list(widths),
+         'intercept': float(est.fit.intercept),
+         'covariance': float(est.fit.covariance), 'trials': trials, 'widths': list(widths),
          'points': [{'width': p.width, 'fan_in_sum': p.fan_in_sum, 'ratio': p.ratio,
                      'ratio_stderr': p.ratio_stderr} for p in est.points]}
   print(f'  alpha = {out["alpha"]:.3f} +- {out["alpha_stderr"]:.3f} (R^2 {out["r2"]:.3f}, '
@@ -144,20 +152,17 @@ def fit_alpha(member, widths, trials, seed, d_model, cache_path):
   return out
 
 
-def solve_with_intercept(problem, alpha: float, intercept: float):
-  """The solver with ``v(n) = exp(a + alpha S(n)) - 1``: S shifted by ``a / alpha``.
+def solve_law(problem, fit, with_intercept: bool):
+  """The solver's primal and dual for ``v(n) = exp(a + alpha S(n)) - 1`` (``a = 0``: the paper's).
 
-  ``solver.solve`` uses ``exp(alpha S) - 1``, dropping the fit's intercept ``a``; where S has a
-  width-independent part (here the input layer's ``1/d``) the intercept cancels part of it.
+  With the intercept, alpha's interval moves ``a`` along the fit's Cov(a, alpha).
   """
-  shift = intercept / alpha
-  shifted = problem._replace(fan_in_sum=problem.fan_in_sum + shift,
-                             baseline_fan_in_sum=problem.baseline_fan_in_sum + shift)
-  if shifted.baseline_fan_in_sum <= 0 or np.any(shifted.fan_in_sum <= 0):
-    print(f'  the fitted intercept {intercept:.4g} makes exp(a + alpha S) - 1 <= 0 on the grid: '
-          f'no intercept designs', flush=True)
-    return None
-  return solver.solve(shifted, alpha)
+  se = float(fit['alpha_stderr'])
+  se = se if math.isfinite(se) else None
+  if not with_intercept:
+    return solver.solve(problem, float(fit['alpha']), se)
+  return solver.solve(problem, float(fit['alpha']), se, intercept=float(fit['intercept']),
+                      covariance=float(fit['covariance']))
 
 
 def train_design(name, m, n, seeds, settings, workdir, data):
@@ -200,22 +205,35 @@ def train_design(name, m, n, seeds, settings, workdir, data):
   return [results[s] for s in seeds], params
 
 
-def model_entry(name, m, n, params, variance_ratio, runs, seeds):
+def predicted_ratio(problem, alpha: float, intercept: float, m: int, n: int) -> float:
+  """Var(K_e)/Var(K_s) of ``m x n`` under ``v(n) = exp(intercept + alpha S(n)) - 1`` (nan if the
+  law gives no positive variance)."""
+  i = int(np.nonzero(problem.n == n)[0][0])
+  v = math.expm1(intercept + alpha * float(problem.fan_in_sum[i]))
+  v_s = math.expm1(intercept + alpha * problem.baseline_fan_in_sum) / problem.baseline_m
+  return (v / m) / v_s if v > 0 and v_s > 0 else float('nan')
+
+
+def model_entry(name, m, n, params, ratios, runs, seeds):
+  """``ratios``: (the binary's law, fitted law, paper's law) predicted variance ratios."""
   errors = np.array([r['test_error'] for r in runs], dtype=float)
   stderr = float(errors.std(ddof=1) / math.sqrt(len(errors))) if len(errors) > 1 else float('nan')
   return {'name': name, 'm': int(m), 'n': int(n), 'params': int(params),
-          'variance_ratio': float(variance_ratio), 'test_error_mean': float(errors.mean()),
+          'variance_ratio': float(ratios[0]), 'variance_ratio_fitted': float(ratios[1]),
+          'variance_ratio_paper': float(ratios[2]), 'test_error_mean': float(errors.mean()),
           'test_error_stderr': stderr, 'test_errors': errors.tolist(), 'seeds': list(seeds),
           'final_train_loss_mean': float(np.mean([r['final_train_loss'] for r in runs]))}
 
 
 def format_models(models):
-  lines = [f'{"design":<9} {"m x n":>8} {"params":>9} {"Var(K_e)/Var(K_s)":>18} '
+  lines = ['predicted Var(K_e)/Var(K_s): fitted law exp(a + alpha S) - 1, '
+           'paper\'s exp(alpha S) - 1',
+           f'{"design":<9} {"m x n":>8} {"params":>9} {"ratio, fitted":>14} {"ratio, paper":>13} '
            f'{"test error (%)":>16}']
   for d in models:
     lines.append(f'{d["name"]:<9} {d["m"]:>3}x{d["n"]:<4} {d["params"]:>9,} '
-                 f'{d["variance_ratio"]:>18.3f} {100 * d["test_error_mean"]:>9.2f} +- '
-                 f'{100 * d["test_error_stderr"]:.2f}')
+                 f'{d["variance_ratio_fitted"]:>14.3f} {d["variance_ratio_paper"]:>13.3f} '
+                 f'{100 * d["test_error_mean"]:>9.2f} +- {100 * d["test_error_stderr"]:.2f}')
   return '\n'.join(lines)
 
 
@@ -249,40 +267,55 @@ def main(argv):
   if not np.isfinite(alpha) or alpha <= 0:
     raise ValueError(f'the alpha fit gave {alpha!r}; raise --alpha_trials')
 
-  print(f'[2/3] solve: baseline 1x{base}, {blocks} blocks, d = {d_model}', flush=True)
+  use_a = bool(FLAGS.intercept_law)
+  law = ('fitted law exp(a + alpha S) - 1' if use_a else "the paper's law exp(alpha S) - 1")
+  print(f'[2/3] solve: baseline 1x{base}, {blocks} blocks, d = {d_model}; {law}', flush=True)
   problem = solver.member_problem(member, base, max_width=base)
-  result = solver.solve(problem, alpha)
+  try:
+    result = solve_law(problem, fit, use_a)
+  except ValueError as e:
+    raise ValueError(f'{e} (--nointercept_law solves with the paper\'s law)' if use_a
+                     else str(e)) from None
   print(solver.format_result(result), flush=True)
 
+  designs = [('baseline', 1, base), ('primal', result.primal.m_int, result.primal.n),
+             ('dual', result.dual.m_int, result.dual.n)]
+  result_cmp = None
+  if FLAGS.compare_designs:
+    try:
+      result_cmp = solve_law(problem, fit, not use_a)
+    except ValueError as e:
+      print(f'  no comparison designs: {e}', flush=True)
+  if result_cmp is not None:
+    other = "the paper's law, v(n) = exp(alpha S(n)) - 1" if use_a else \
+        'the fitted law, v(n) = exp(a + alpha S(n)) - 1'
+    print(f'for comparison, {other}:\n' + solver.format_result(result_cmp), flush=True)
+    suffix = '0' if use_a else 'a'
+    for name, d in ((f'primal_{suffix}', result_cmp.primal), (f'dual_{suffix}', result_cmp.dual)):
+      if all((d.m_int, d.n) != (m, n) for _, m, n in designs):
+        designs.append((name, d.m_int, d.n))
   print(f'[3/3] train on digits: {n_seeds} seeds x {epochs} epochs per design', flush=True)
   data = ablation.load_dataset('digits')
   settings = {'d_model': d_model, 'blocks': blocks, 'normalize': bool(FLAGS.normalize),
               'epochs': epochs, 'batch_size': batch_size, 'learning_rate': lr}
   seeds = [FLAGS.seed + i for i in range(n_seeds)]
-  designs = [('baseline', 1, base, 1.0),
-             ('primal', result.primal.m_int, result.primal.n, result.primal.variance_ratio),
-             ('dual', result.dual.m_int, result.dual.n, result.dual.variance_ratio)]
-  result_icpt = None
-  if FLAGS.intercept_designs:
-    result_icpt = solve_with_intercept(problem, alpha, float(fit['intercept']))
-  if result_icpt is not None:
-    print('with the fitted intercept, v(n) = exp(a + alpha S(n)) - 1:\n'
-          + solver.format_result(result_icpt), flush=True)
-    for name, d in (('primal_a', result_icpt.primal), ('dual_a', result_icpt.dual)):
-      if all((d.m_int, d.n) != (m, n) for _, m, n, _ in designs):
-        designs.append((name, d.m_int, d.n, d.variance_ratio))
   models = []
-  for name, m, n, vr in designs:
+  for name, m, n in designs:
     runs, params = train_design(name, int(m), int(n), seeds, settings, workdir, data)
-    models.append(model_entry(name, m, n, params, vr, runs, seeds))
+    fitted = predicted_ratio(problem, alpha, float(fit['intercept']), m, n)
+    paper = predicted_ratio(problem, alpha, 0.0, m, n)
+    ratios = (fitted if use_a else paper, fitted, paper)
+    models.append(model_entry(name, m, n, params, ratios, runs, seeds))
   print(format_models(models), flush=True)
-  keys = ('alpha', 'alpha_stderr', 'r2', 'intercept', 'trials', 'widths')
+  keys = ('alpha', 'alpha_stderr', 'r2', 'intercept', 'covariance', 'trials', 'widths')
   summary = {'alpha': {k: fit[k] for k in keys},
+             'law': 'fitted' if use_a else 'paper',
              'search': solver.result_to_json(result),
-             'search_with_intercept': (None if result_icpt is None
-                                       else solver.result_to_json(result_icpt)),
+             'search_compare': (None if result_cmp is None
+                                else solver.result_to_json(result_cmp)),
              'models': models,
-             'settings': {**settings, 'baseline_width': base, 'seeds': n_seeds},
+             'settings': {**settings, 'baseline_width': base, 'seeds': n_seeds,
+                          'intercept_law': use_a},
              'wall_s': time.time() - t_start}
   cli.write_json(os.path.join(workdir, 'summary.json'), summary)
   cli.write_json(FLAGS.json_out, summary)

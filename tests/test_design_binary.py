@@ -105,6 +105,38 @@ def test_design_with_given_alpha_from_a_py_path(block_dir):
   assert d['alpha_interval'][0] < 1.6 < d['alpha_interval'][1]
 
 
+def test_design_with_a_preset_builder_and_member_args(tmp_path):
+  """``--member=ce_jax.presets:wrn_basic``: a builder (defaults only) called with member_args."""
+  out = tmp_path / 'wrn.json'
+  r = _run(['--member=ce_jax.presets:wrn_basic', '--member_args=channels=6',
+            '--baseline_width=12', '--widths=4,8', '--trials=4', '--chunk_size=4',
+            f'--json_out={out}'], tmp_path)
+  assert r.returncode == 0, r.stderr[-2000:]
+  d = json.loads(out.read_text())
+  assert d['member'] == 'wrn_basic_c6' and d['member_args'] == {'channels': 6}
+  assert d['points'][0]['params'] == 18 * 6 * 4                 # beta(n) = 18 C n, C = 6
+  assert d['points'][0]['fan_in_sum'] == pytest.approx(1 / 6 + 1 / 4)
+  assert d['baseline']['params'] == 18 * 6 * 12
+  assert d['intercept'] == d['fits']['channels']['intercept']    # the fitted law is solved
+
+
+@pytest.mark.parametrize('args, match', [
+    (['--member=ce_jax.presets:wrn_basic', '--member_args=channels'], 'key=value'),
+    (['--member=ce_jax.presets:wrn_basic', '--member_args=width=3'], "no parameter 'width'"),
+    (['--member=ce_jax.presets:wrn_basic', '--member_args=channels=0'],
+     'channels must be an integer >= 1'),
+    (['--member=myblock:factory', '--member_args=channels=6'], 'applies to a preset builder'),
+    (['--member=ce_jax.presets:wrn_basic', '--input_shape=5,5,8'], 'does not apply'),
+])
+def test_bad_member_args_exit_2_with_one_line(block_dir, args, match):
+  base = ['--baseline_width=12', '--widths=4,8', '--trials=4']
+  r = _run(args + base, block_dir)
+  assert r.returncode == 2, (r.returncode, r.stderr[-1500:])
+  err = [l for l in r.stderr.strip().splitlines() if 'error:' in l]
+  assert len(err) == 1 and match in err[0], r.stderr[-1500:]
+  assert 'Traceback' not in r.stderr
+
+
 @pytest.mark.parametrize('args, match', [
     (['--member=nosuchmodule:factory'], 'cannot import'),
     (['--member=myblock:missing'], 'has no attribute'),

@@ -126,5 +126,17 @@ def test_family_digits_binary(tmp_path):
   base, primal = summary['models'][0], summary['models'][1]
   assert base['m'] == 1 and base['n'] == 16
   assert abs(primal['params'] - base['params']) <= base['params'] // 4
-  again = run_binary('family_digits', *flags)
+  # the fitted law exp(a + alpha S) - 1 by default, the fit's intercept passed to the solver
+  assert summary['law'] == 'fitted' and summary['settings']['intercept_law'] is True
+  assert summary['search']['intercept'] == pytest.approx(summary['alpha']['intercept'])
+  assert primal['variance_ratio'] == pytest.approx(primal['variance_ratio_fitted'])
+  assert base['variance_ratio_fitted'] == pytest.approx(1.0)
+  assert base['variance_ratio_paper'] == pytest.approx(1.0)
+  # the paper's law: the same designs (each law's primal / dual, the other's for comparison),
+  # so every run is reused
+  again = run_binary('family_digits', *flags, '--nointercept_law')
   assert 'trained seeds' not in again.stdout and 'reused' in again.stdout
+  paper = json.loads(out.read_text())
+  assert paper['law'] == 'paper' and paper['search']['intercept'] == 0.0
+  assert ({(d['m'], d['n']) for d in paper['models']}
+          == {(d['m'], d['n']) for d in summary['models']})
