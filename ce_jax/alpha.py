@@ -166,11 +166,14 @@ class LoadedFit(NamedTuple):
   covariance: float
 
 
-def load_fit(path: str, flag: str = '--alpha_from') -> LoadedFit:
+def load_fit(path: str, flag: str = '--alpha_from',
+             fan_in_convention: str | None = None) -> LoadedFit:
   """Reads ``alpha`` (and ``alpha_stderr``, ``intercept``, ``covariance``) from a fit's JSON.
 
-  Raises a one-line ``ValueError`` naming ``flag`` when the file is unreadable, not JSON, or
-  has no valid ``alpha``.
+  With ``fan_in_convention``, the fit under that convention (the JSON's ``fits`` holds both);
+  a JSON fitted under another convention without ``fits`` is refused (an alpha means nothing
+  under another convention). Raises a one-line ``ValueError`` naming ``flag`` when the file is
+  unreadable, not JSON, or has no valid ``alpha``.
   """
   import json  # pylint: disable=g-import-not-at-top
   try:
@@ -180,6 +183,13 @@ def load_fit(path: str, flag: str = '--alpha_from') -> LoadedFit:
     raise ValueError(f'cannot read {flag} {path!r}: {str(e).splitlines()[0]}') from None
   if not isinstance(payload, dict) or 'alpha' not in payload:
     raise ValueError(f'{flag} {path!r} has no key "alpha"')
+  saved = payload.get('fan_in_convention')
+  if fan_in_convention is not None and saved not in (None, fan_in_convention):
+    fits = payload.get('fits') or {}
+    if not isinstance(fits.get(fan_in_convention), dict):
+      raise ValueError(f'{flag} {path!r} holds a fit under the {saved} convention, not '
+                       f'{fan_in_convention}; refit with --fan_in_convention={fan_in_convention}')
+    payload = dict(fits[fan_in_convention])
   a = _validate.finite_positive(f'alpha (from {flag})', payload['alpha'])
   se = payload.get('alpha_stderr')
   if se is not None:

@@ -38,7 +38,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
-import json
 import math
 import os
 import sys
@@ -237,18 +236,9 @@ def resolve_alpha():
       raise ValueError(f'--alpha_intercept must be finite, got {FLAGS.alpha_intercept!r}')
     return a, se, FLAGS.alpha_intercept, 0.0
   if FLAGS.alpha_from:
-    try:
-      with open(FLAGS.alpha_from) as f:
-        payload = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-      raise ValueError(f'cannot read --alpha_from {FLAGS.alpha_from!r}: '
-                       f'{str(e).splitlines()[0]}') from None
-    if not isinstance(payload, dict) or 'alpha' not in payload:
-      raise ValueError(f'--alpha_from {FLAGS.alpha_from!r} has no key "alpha"')
-    a = _validate.finite_positive('alpha (from --alpha_from)', payload['alpha'])
-    se = payload.get('alpha_stderr')
-    return (a, None if se is None else float(se), float(payload.get('intercept') or 0.0),
-            float(payload.get('covariance') or 0.0))
+    from ce_jax import alpha as alpha_lib  # pylint: disable=g-import-not-at-top
+    return tuple(alpha_lib.load_fit(FLAGS.alpha_from, '--alpha_from',
+                                    FLAGS.fan_in_convention))
   return None
 
 

@@ -82,7 +82,7 @@ def resolve_alpha() -> tuple:
     raise ValueError('one of --alpha or --alpha_from is required')
   if FLAGS.alpha_from:
     from ce_jax import alpha as alpha_lib  # pylint: disable=g-import-not-at-top
-    return tuple(alpha_lib.load_fit(FLAGS.alpha_from))
+    return tuple(alpha_lib.load_fit(FLAGS.alpha_from, '--alpha_from', FLAGS.fan_in_convention))
   se = FLAGS.alpha_stderr
   if se is not None and not (se >= 0 and se < float('inf')):
     raise ValueError(f'--alpha_stderr must be a finite number >= 0, got {se!r}')
