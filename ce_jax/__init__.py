@@ -14,6 +14,7 @@ neural-tangents or tensorflow):
 * :mod:`ce_jax.models`      dense member/ensemble, NTK bottleneck, ResNeXt, ResNet, WRN.
 * :mod:`ce_jax.train`, :mod:`ce_jax.input_pipeline`  pmap training on tfds / digits.
 * :mod:`ce_jax.ablation`, :mod:`ce_jax.dynamics`     Fig. 4 and Theorem 1 experiments.
+* :mod:`ce_jax.guards`      workdir locks, config records, write errors, progress checks.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ import importlib
 __version__ = '0.1.0'
 
 _SUBMODULES = (
-    'ablation', 'accounting', 'alpha', 'blocks', 'cli', 'dynamics', 'infinite', 'input_pipeline',
-    'models', 'ntk', 'solver', 'train', 'variance',
+    'ablation', 'accounting', 'alpha', 'blocks', 'cli', 'dynamics', 'guards', 'infinite',
+    'input_pipeline', 'models', 'ntk', 'solver', 'train', 'variance',
 )
 
 __all__ = list(_SUBMODULES) + ['__version__']

@@ -80,7 +80,15 @@ class TrainOutput(NamedTuple):
 
 
 class DesignResult(NamedTuple):
-  """A design with its test error over repetitions (mean, standard error, all values)."""
+  """A design with its test error over repetitions (mean, standard error, all values).
+
+  A repetition whose training loss or final parameters are not finite has failed: it is
+  listed in ``failed_repetitions``, its ``test_errors`` entry is NaN and it is left out of the
+  means (NaN when every repetition failed). ``no_progress``: ``'r: why'`` for each finite
+  repetition whose loss did not improve or ended at chance
+  (:func:`ce_jax.guards.progress_problem` on the epoch losses). ``final_train_losses``: the
+  last epoch's mean training loss of each repetition.
+  """
   n: int
   m: int
   params: int
@@ -90,6 +98,9 @@ class DesignResult(NamedTuple):
   test_errors: list
   final_train_loss_mean: float
   seconds: float
+  failed_repetitions: tuple = ()
+  no_progress: tuple = ()
+  final_train_losses: tuple = ()
 
 
 class AblationResult(NamedTuple):
@@ -371,9 +382,11 @@ def run_ablation(data: Dataset, primal: Sequence[Design], dual: Sequence[Design]
   """Trains every design ``repetitions`` times (one vmapped program per design).
 
   Repetition ``r`` of every design uses the key ``fold_in(PRNGKey(seed), r)``. Returns the
-  designs with test-error mean and standard error (``std / sqrt(R)``) and the Spearman
+  designs with test-error mean and standard error (``std / sqrt(R)``) over the repetitions that
+  did not fail (non-finite loss or parameters: see :class:`DesignResult`) and the Spearman
   correlation of the primal errors with ``variance_ratio``.
   """
+  from ce_jax import guards
   from ce_jax.models.dense import DenseEnsemble
 
   depth = _validate.positive_int('depth', depth, minimum=2)
@@ -388,16 +401,32 @@ def run_ablation(data: Dataset, primal: Sequence[Design], dual: Sequence[Design]
     model = DenseEnsemble(d.m, (d.n,) * (depth - 1), data.num_classes)
     out = train_repetitions(make_train_fn(model, data, epochs=epochs, batch_size=batch_size,
                                           learning_rate=learning_rate), keys, chunk)
-    errs = np.asarray(out.test_error, np.float64)
-    se = float(errs.std(ddof=1) / math.sqrt(errs.size)) if errs.size > 1 else float('nan')
-    res = DesignResult(d.n, d.m, d.params, d.variance_ratio, float(errs.mean()), se,
-                       errs.tolist(), float(np.mean(np.asarray(out.epoch_loss)[:, -1])),
-                       time.time() - t0)
+    losses = np.asarray(out.epoch_loss, np.float64).reshape(keys.shape[0], -1)
+    params_ok = np.asarray(jax.vmap(lambda p: jnp.all(jnp.stack(
+        [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(p)])))(out.params))
+    ok = np.all(np.isfinite(losses), axis=1) & params_ok
+    errs = np.where(ok, np.asarray(out.test_error, np.float64), np.nan)
+    good = errs[ok]
+    se = float(good.std(ddof=1) / math.sqrt(good.size)) if good.size > 1 else float('nan')
+    stalled = []
+    for r in np.flatnonzero(ok):
+      why = guards.progress_problem(list(enumerate(losses[r], 1)), losses.shape[1],
+                                    data.num_classes, unit='epochs')
+      if why:
+        stalled.append(f'{int(r)}: {why}')
+    res = DesignResult(d.n, d.m, d.params, d.variance_ratio,
+                       float(good.mean()) if good.size else float('nan'), se, errs.tolist(),
+                       float(losses[ok, -1].mean()) if good.size else float('nan'),
+                       time.time() - t0, tuple(int(r) for r in np.flatnonzero(~ok)),
+                       tuple(stalled), tuple(float(v) for v in losses[:, -1]))
     cache[(d.m, d.n)] = res
     if progress:
+      failed = (f' FAILED {len(res.failed_repetitions)}/{errs.size} (non-finite loss)'
+                if res.failed_repetitions else '')
       progress(f'[{i + 1}/{len(todo)}] {curve:6s} m={d.m:5d} n={d.n:4d} params={d.params:9d} '
                f'var_ratio={d.variance_ratio:7.3f} test_error={res.test_error_mean:.4f}'
-               f'+-{se:.4f} train_loss={res.final_train_loss_mean:.4f} ({res.seconds:.1f}s)')
+               f'+-{se:.4f} train_loss={res.final_train_loss_mean:.4f} ({res.seconds:.1f}s)'
+               f'{failed}')
     return res
 
   results = {'primal': [], 'dual': []}

@@ -38,7 +38,7 @@ from ce_jax import blocks
 
 __all__ = ['GridPoint', 'DynamicsOutput', 'DynamicsPoint', 'SlopeFit', 'DynamicsResult',
            'design_grid', 'regression_data', 'empirical_ntk', 'make_dynamics_fn',
-           'measure_point', 'fit_loglog_slope', 'run_dynamics']
+           'measure_point', 'fit_loglog_slope', 'fit_usable', 'run_dynamics', 'NAN_FIT']
 
 
 class GridPoint(NamedTuple):
@@ -86,11 +86,15 @@ class DynamicsResult(NamedTuple):
   """All points, the fits over all points, and per-panel fits of ``delta_frob_rel``.
 
   ``panel_fits``: ``{'a': SlopeFit, ...}`` for each panel with >= 3 points of distinct ``m n``.
+  ``skipped``: ``{'frob': [i, ...], 'offdiag': [...]}``, the points left out of each fit
+  because their change is zero or not finite (a degenerate point: a log-log fit needs
+  ``y > 0``); a fit with fewer than 3 usable points (or one ``m n``) is all NaN.
   """
   points: list
   fit_frob: SlopeFit
   fit_offdiag: SlopeFit
   panel_fits: dict
+  skipped: dict = {}
 
 
 def _beta(n: int, input_dim: int, depth: int) -> int:
@@ -245,10 +249,33 @@ def fit_loglog_slope(x: Sequence[float], y: Sequence[float]) -> SlopeFit:
   return SlopeFit(float(coef[1]), math.sqrt(sigma2 / sxx), float(coef[0]), r2, int(x.size))
 
 
+NAN_FIT = SlopeFit(float('nan'), float('nan'), float('nan'), float('nan'), 0)
+
+
+def fit_usable(x: Sequence[float], y: Sequence[float]) -> tuple[SlopeFit, list[int]]:
+  """:func:`fit_loglog_slope` over the points with finite ``y > 0``; ``(fit, skipped)``.
+
+  ``skipped`` lists the indices left out (degenerate points). With fewer than 3 usable points
+  or a single distinct ``x`` the fit is :data:`NAN_FIT` (with its ``num_points``).
+  """
+  x = np.asarray(x, np.float64)
+  y = np.asarray(y, np.float64)
+  usable = np.isfinite(y) & (y > 0) & np.isfinite(x) & (x > 0)
+  skipped = [int(i) for i in np.flatnonzero(~usable)]
+  if usable.sum() < 3 or np.ptp(np.log(x[usable])) == 0:
+    return NAN_FIT._replace(num_points=int(usable.sum())), skipped
+  return fit_loglog_slope(x[usable], y[usable]), skipped
+
+
 def run_dynamics(grid: Sequence[GridPoint], x_train, y_train, x_probe, *, depth: int = 4,
                  steps: int = 300, learning_rate: float = 1.0, seeds: int = 3, seed: int = 0,
-                 progress: Callable[[str], None] | None = print) -> DynamicsResult:
-  """Measures every grid point and fits both changes against ``m n`` in log-log."""
+                 progress: Callable[[str], None] | None = print,
+                 on_point: Callable[[list], None] | None = None) -> DynamicsResult:
+  """Measures every grid point and fits both changes against ``m n`` in log-log.
+
+  ``on_point`` is called with the points measured so far after each one (to save them as they
+  come). Points whose change is zero or not finite are left out of the fits (``skipped``).
+  """
   depth = _validate.positive_int('depth', depth, minimum=2)
   points = []
   for i, g in enumerate(grid):
@@ -260,12 +287,16 @@ def run_dynamics(grid: Sequence[GridPoint], x_train, y_train, x_probe, *, depth:
                f'params={p.params:8d} |dK01|={p.delta_offdiag:.3e} '
                f'dK_F/K_F={p.delta_frob_rel:.3e} loss {p.loss_init:.3f}->{p.loss_final:.4f} '
                f'({p.seconds:.1f}s)')
+    if on_point is not None:
+      on_point(list(points))
   mn = [p.mn for p in points]
-  fit_frob = fit_loglog_slope(mn, [p.delta_frob_rel for p in points])
-  fit_off = fit_loglog_slope(mn, [p.delta_offdiag for p in points])
+  fit_frob, skip_frob = fit_usable(mn, [p.delta_frob_rel for p in points])
+  fit_off, skip_off = fit_usable(mn, [p.delta_offdiag for p in points])
   panel_fits = {}
   for panel in 'abc':
-    pts = [p for p in points if panel in p.panel]
+    pts = [p for p in points if panel in p.panel and p.delta_frob_rel > 0
+           and math.isfinite(p.delta_frob_rel)]
     if len(pts) >= 3 and len({p.mn for p in pts}) >= 2:
       panel_fits[panel] = fit_loglog_slope([p.mn for p in pts], [p.delta_frob_rel for p in pts])
-  return DynamicsResult(points, fit_frob, fit_off, panel_fits)
+  return DynamicsResult(points, fit_frob, fit_off, panel_fits,
+                        {'frob': skip_frob, 'offdiag': skip_off})

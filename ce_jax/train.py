@@ -8,7 +8,7 @@
   gradients, BatchNorm statistics and metrics are averaged with ``lax.pmean``.
 * Optimizers: SGD with momentum and (coupled, PyTorch-style) weight decay on every parameter,
   with the paper's step schedules (lr times ``lr_decay_factor`` at each of ``lr_decay_epochs``);
-  Adam for dense ensembles (SPEC section 5). Loss: softmax cross-entropy.
+  Adam for dense ensembles (the paper's Fig. 4 setup). Loss: softmax cross-entropy.
 * Metrics: train loss and top-1/top-5 error every ``log_every_steps`` (with steps/s and ETA),
   test loss and top-1/top-5 error every ``eval_every_epochs`` epochs and at the end, to
   ``<workdir>/metrics.jsonl`` and TensorBoard event files in ``<workdir>``.
@@ -19,10 +19,28 @@
   same parameters as an uninterrupted one.
 * A non-finite train loss (or parameters) stops the run with :class:`TrainingDivergedError`;
   no checkpoint is written after the last finite one.
+* One run per workdir: ``<workdir>/.lock`` (PID, host) is held while the run lives; a second run
+  refuses in one line (:class:`ce_jax.guards.WorkdirLockedError`, a ``ValueError``), a lock
+  left by a process that is gone is taken over with a warning.
+* The config is recorded in ``<workdir>/config.json``; a rerun whose config differs in a key
+  that changes results (anything but bookkeeping such as ``log_every_steps``, see
+  :data:`ce_jax.guards.NEUTRAL_KEYS`) refuses in one line listing the keys, unless
+  ``config.overwrite`` is true (the run's outputs are removed and it starts afresh). A longer
+  ``num_epochs``/``num_train_steps`` extends the run; a length below the newest checkpoint is
+  refused. A checkpoint of another model shape is refused too (one line).
+* A full disk or another write error (checkpoint, metrics, summary) raises
+  :class:`ce_jax.guards.DiskFullError` / :class:`ce_jax.guards.WriteFailedError`, one line
+  naming the path; earlier checkpoints stay intact.
+* Progress: at the end, a training loss that has not improved over the last
+  ``no_progress_window`` of the steps or that sits at (or above) chance, ``ln(num_classes)``
+  within ``chance_tolerance``, logs a warning and sets ``summary['no_progress']``; with
+  ``fail_on_no_progress`` it raises :class:`ce_jax.guards.NoProgressError` (after writing the
+  summary).
 * At the end ``<workdir>/summary.json``: ``config``, ``params``, ``steps``,
   ``final_train_loss``, ``test_error_top1``, ``test_error_top5``, ``params_l2`` (L2 norm of
   all parameters), ``wall_s`` (this invocation), plus ``epochs``, ``test_loss``,
-  ``final_train_error_top1``, ``resumed_from_step``, ``devices``, ``processes``.
+  ``final_train_error_top1``, ``resumed_from_step``, ``devices``, ``processes``, ``model``,
+  ``no_progress`` (None, or why the run did not learn).
 
 ``train_and_evaluate`` may be called several times in one process (several seeds, several
 models): pass ``model=`` to train a module built elsewhere.
@@ -50,6 +68,7 @@ import optax
 
 from ce_jax import _validate
 from ce_jax import cli
+from ce_jax import guards
 from ce_jax import input_pipeline
 
 __all__ = ['TrainState', 'TrainingDivergedError', 'train_and_evaluate', 'create_model',
@@ -60,12 +79,18 @@ DENSE_MODELS = ('dense', 'dense_ensemble')
 
 
 def _quiet_orbax() -> None:
-  """Drops orbax's per-save INFO chatter from the absl log (warnings still show)."""
+  """Drops orbax's per-save INFO chatter from the absl log (warnings still show), and its
+  background-thread tracebacks for a full disk (the trainer reports those in one line)."""
   import logging as py_logging
 
   class _Filter(py_logging.Filter):
     def filter(self, record):
-      return record.levelno >= py_logging.WARNING or '/orbax/' not in record.pathname
+      if '/orbax/' not in record.pathname:
+        return True
+      if record.levelno < py_logging.WARNING:
+        return False
+      exc = record.exc_info[1] if record.exc_info else None
+      return not (exc is not None and guards.is_disk_full(exc))
 
   absl_logger = logging.get_absl_logger()
   if not any(type(f).__name__ == '_Filter' for f in absl_logger.filters):
@@ -130,6 +155,12 @@ def validate_config(config, device_count: int | None = None, check_model: bool =
   for key in ('log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints',
               'eval_every_epochs'):
     _validate.positive_int(key, _get(config, key, 1))
+  window = float(_get(config, 'no_progress_window', 0.2))
+  if not 0 < window <= 1:
+    raise ValueError(f'no_progress_window must be in (0, 1], got {window!r}')
+  tol = float(_get(config, 'chance_tolerance', 0.02))
+  if not 0 <= tol < 1:
+    raise ValueError(f'chance_tolerance must be in [0, 1), got {tol!r}')
   _validate.positive_int('seed', _get(config, 'seed', 0), minimum=0)
   _validate.choice('sharding', _get(config, 'sharding', 'global'), ('global', 'split'))
   n_dev = jax.device_count() if device_count is None else device_count
@@ -336,52 +367,75 @@ class _Writer:
   def __init__(self, workdir: str, enabled: bool):
     self.enabled = enabled
     self.path = os.path.join(workdir, 'metrics.jsonl')
+    self.events = os.path.join(workdir, 'events.out.tfevents.*')
     self._clu = self._tf = None
     if not enabled:
       return
-    try:
-      from clu import metric_writers
-      self._clu = metric_writers.create_default_writer(workdir, asynchronous=False)
-    except ImportError:  # clu's TensorBoard writer needs the `tensorboard` package
+    with guards.writing(self.events, 'TensorBoard events'):
       try:
-        tf = input_pipeline._tf()  # pylint: disable=protected-access
-        self._tf = tf.summary.create_file_writer(workdir)
-      except ImportError:
-        self._tf = None
+        from clu import metric_writers
+        self._clu = metric_writers.create_default_writer(workdir, asynchronous=False)
+      except ImportError:  # clu's TensorBoard writer needs the `tensorboard` package
+        try:
+          tf = input_pipeline._tf()  # pylint: disable=protected-access
+          self._tf = tf.summary.create_file_writer(workdir)
+        except ImportError:
+          self._tf = None
 
   def truncate_after(self, step: int) -> None:
-    """Drops rows written after ``step`` (they are replayed on resume)."""
+    """Drops rows written after ``step`` (they are replayed on resume), and a last row cut
+    short by a crash or a full disk."""
     if not self.enabled or not os.path.exists(self.path):
       return
+    rows = []
     with open(self.path) as f:
-      rows = [line for line in f if line.strip() and json.loads(line).get('step', 0) <= step]
-    with open(self.path, 'w') as f:
-      f.writelines(rows)
+      for line in f:
+        try:
+          row = json.loads(line) if line.strip() else None
+        except ValueError:
+          logging.warning('dropping an unreadable row of %s: %r', self.path, line[:80])
+          continue
+        if isinstance(row, dict) and row.get('step', 0) <= step:
+          rows.append(json.dumps(row) + '\n')
+    with guards.writing(self.path, 'metrics'):
+      tmp = self.path + '.tmp'
+      with open(tmp, 'w') as f:
+        f.writelines(rows)
+      os.replace(tmp, self.path)
 
   def write(self, step: int, scalars: dict) -> None:
     if not self.enabled:
       return
     scalars = {k: float(v) for k, v in scalars.items()}
-    with open(self.path, 'a') as f:
-      f.write(json.dumps({'step': int(step), **scalars}) + '\n')
-    if self._clu is not None:
-      self._clu.write_scalars(int(step), scalars)
-    elif self._tf is not None:
-      import tensorflow as tf
-      from tensorflow.core.framework import summary_pb2
-      meta = summary_pb2.SummaryMetadata()
-      meta.plugin_data.plugin_name = 'scalars'
-      with self._tf.as_default():
-        for k, v in scalars.items():
-          tf.summary.write(k, tf.constant(v, tf.float32), step=int(step), metadata=meta)
+    with guards.writing(self.path, 'metrics'):
+      with open(self.path, 'a') as f:
+        f.write(json.dumps({'step': int(step), **scalars}) + '\n')
+    with guards.writing(self.events, 'TensorBoard events'):
+      if self._clu is not None:
+        self._clu.write_scalars(int(step), scalars)
+      elif self._tf is not None:
+        import tensorflow as tf
+        from tensorflow.core.framework import summary_pb2
+        meta = summary_pb2.SummaryMetadata()
+        meta.plugin_data.plugin_name = 'scalars'
+        with self._tf.as_default():
+          for k, v in scalars.items():
+            tf.summary.write(k, tf.constant(v, tf.float32), step=int(step), metadata=meta)
 
-  def close(self) -> None:
-    if self._clu is not None:
-      self._clu.flush()
-      self._clu.close()
-    if self._tf is not None:
-      self._tf.flush()
-      self._tf.close()
+  def close(self, raise_errors: bool = True) -> None:
+    try:
+      with guards.writing(self.events, 'TensorBoard events'):
+        if self._clu is not None:
+          self._clu.flush()
+          self._clu.close()
+        if self._tf is not None:
+          self._tf.flush()
+          self._tf.close()
+    except Exception:  # pylint: disable=broad-except
+      if raise_errors:
+        raise
+    finally:
+      self._clu = self._tf = None
 
 
 def _eta(seconds: float) -> str:
@@ -426,6 +480,37 @@ def _config_dict(config) -> dict:
   return dict(config)
 
 
+def _barrier(name: str) -> None:
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)
+
+
+def _prepare_workdir(config, workdir: str, is_main: bool) -> None:
+  """Checks ``config`` against the workdir's record (one-line ``ValueError``) and removes the
+  old outputs for ``overwrite``."""
+  current = guards.normalize_config(_config_dict(config))
+  overwrite = bool(_get(config, 'overwrite', False))
+  guards.check_config_record(workdir, current, overwrite=overwrite)
+  if overwrite and is_main:
+    removed = guards.remove_run_outputs(workdir)
+    if removed:
+      logging.warning('overwrite: removed %s from %s; starting afresh', ', '.join(removed),
+                      workdir)
+  _barrier('ce_jax_overwrite')
+  if (is_main and guards.read_config_record(workdir) is None
+      and os.path.isdir(os.path.join(workdir, 'checkpoints'))):
+    logging.warning('%s has checkpoints but no config record: the config can not be checked '
+                    'against them (only the model shapes are)', workdir)
+
+
+def _record_config(config, workdir: str) -> None:
+  """Writes ``<workdir>/config.json`` (once the checkpoints are known to fit ``config``)."""
+  path = os.path.join(workdir, guards.RECORD_NAME)
+  with guards.writing(path, 'the config record'):
+    cli.write_json(path, guards.normalize_config(_config_dict(config)))
+
+
 def train_and_evaluate(config, workdir: str, *, model=None,
                        on_checkpoint: Callable[[int], None] | None = None) -> dict:
   """Trains ``config``'s model on its dataset, evaluates every epoch; returns the summary.
@@ -433,7 +518,7 @@ def train_and_evaluate(config, workdir: str, *, model=None,
   Args:
     config: an ``ml_collections.ConfigDict`` (see ``experiments/configs/default.py`` for keys).
     workdir: checkpoints, ``metrics.jsonl``, TensorBoard events and ``summary.json`` go here;
-      an existing workdir with checkpoints is resumed.
+      an existing workdir with checkpoints of the same config is resumed.
     model: a flax module to train instead of ``config.model`` (for in-process studies).
     on_checkpoint: called with the step after each checkpoint is handed to orbax (tests).
 
@@ -441,18 +526,32 @@ def train_and_evaluate(config, workdir: str, *, model=None,
     The ``summary.json`` payload (a dict).
 
   Raises:
-    ValueError: invalid config values, unknown dataset/model, dataset not prepared (before any
-      training work).
+    ValueError: invalid config values, unknown dataset/model, dataset not prepared, a workdir
+      that is a file or under one, a workdir in use by another run
+      (:class:`ce_jax.guards.WorkdirLockedError`), a workdir holding a run of another config
+      (before any training work).
     TrainingDivergedError: the loss or the parameters became NaN/Inf.
+    ce_jax.guards.DiskFullError, ce_jax.guards.WriteFailedError: an output could not be
+      written (one line naming the path).
+    ce_jax.guards.NoProgressError: the run did not learn and ``config.fail_on_no_progress``.
   """
   t_start = time.time()
   _quiet_orbax()
   validate_config(config, check_model=model is None)
+  guards.check_output_dir(workdir, '--workdir')
   info = input_pipeline.get_info(config.dataset, _get(config, 'data_dir', None),
                                  num_train=_get(config, 'num_train_examples', None),
                                  num_test=_get(config, 'num_test_examples', None))
   if model is None:
     model = create_model(config, info.num_classes)
+  is_main = jax.process_index() == 0
+  with guards.maybe_lock(workdir, enabled=is_main):
+    _prepare_workdir(config, workdir, is_main)
+    return _train(config, workdir, model, info, on_checkpoint, t_start, is_main)
+
+
+def _train(config, workdir, model, info, on_checkpoint, t_start, is_main) -> dict:
+  """The loop of :func:`train_and_evaluate` (the workdir is locked and checked)."""
   flatten = bool(_get(config, 'flatten_inputs', False))
   takes_train = _takes_train(model)
   batch_size = int(config.batch_size)
@@ -465,8 +564,6 @@ def train_and_evaluate(config, workdir: str, *, model=None,
   log_every = int(_get(config, 'log_every_steps', 100))
   ckpt_every = int(_get(config, 'checkpoint_every_steps', 1000))
   eval_every = int(_get(config, 'eval_every_epochs', 1))
-  is_main = jax.process_index() == 0
-  os.makedirs(workdir, exist_ok=True)
 
   lr_fn = create_learning_rate_fn(config, spe)
   tx = create_optimizer(config, lr_fn)
@@ -477,135 +574,163 @@ def train_and_evaluate(config, workdir: str, *, model=None,
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, 'checkpoints'),
                                     keep=int(_get(config, 'keep_checkpoints', 3)),
                                     asynchronous=bool(_get(config, 'async_checkpointing', True)))
-  start_step = 0
-  last_train = {'loss': float('nan'), 'error_top1': float('nan'), 'error_top5': float('nan')}
-  restored = ckpt.restore_latest(jax.device_get(state))
-  if restored is not None:
-    state, meta = restored
-    if int(meta.get('batch_size', batch_size)) != batch_size:
-      ckpt.close()
-      raise ValueError(f'the checkpoints in {workdir} were written with batch_size '
-                       f'{meta["batch_size"]}, got {batch_size}; use a fresh --workdir')
-    start_step = int(meta['step'])
-    last_train.update(meta.get('train_metrics', {}))
-    logging.info('resumed from step %d (epoch %d) in %s', start_step, start_step // spe, workdir)
+  writer = None
+  try:
+    start_step = 0
+    last_train = {'loss': float('nan'), 'error_top1': float('nan'), 'error_top5': float('nan')}
+    loss_history: list[list[float]] = []  # [step, logged train loss], for the progress check
+    restored = ckpt.restore_latest(jax.device_get(state))
+    if restored is not None:
+      state, meta = restored
+      if int(meta.get('batch_size', batch_size)) != batch_size:
+        raise ValueError(f'the checkpoints in {workdir} were written with batch_size '
+                         f'{meta["batch_size"]}, got {batch_size}; use a fresh --workdir')
+      start_step = int(meta['step'])
+      if start_step > total_steps:
+        raise ValueError(
+            f'{workdir} holds a checkpoint at step {start_step}, beyond this config\'s '
+            f'{total_steps} steps (num_epochs/num_train_steps); rerun with '
+            f'--config.overwrite=True to start afresh, or use another --workdir')
+      last_train.update(meta.get('train_metrics', {}))
+      loss_history = [list(p) for p in meta.get('loss_history', [])]
+      logging.info('resumed from step %d (epoch %d) in %s', start_step, start_step // spe,
+                   workdir)
 
-  writer = _Writer(workdir, is_main)
-  writer.truncate_after(start_step)
-  if is_main and start_step == 0:
-    cli.write_json(os.path.join(workdir, 'config.json'), _config_dict(config))
-  logging.info('%s on %s: %d params, %d steps (%d/epoch), batch %d on %d devices x %d processes',
-               type(model).__name__, info.name, n_params, total_steps, spe, batch_size,
-               jax.local_device_count(), jax.process_count())
+    if is_main:
+      _record_config(config, workdir)
+    writer = _Writer(workdir, is_main)
+    writer.truncate_after(start_step)
+    logging.info('%s on %s: %d params, %d steps (%d/epoch), batch %d on %d devices x %d '
+                 'processes', type(model).__name__, info.name, n_params, total_steps, spe,
+                 batch_size, jax.local_device_count(), jax.process_count())
 
-  p_train, p_eval = _pmapped(flatten, takes_train)
-  state = jax_utils.replicate(state)
-  n_eval = input_pipeline.eval_steps(info, eval_batch_size, jax.process_count())
+    p_train, p_eval = _pmapped(flatten, takes_train)
+    state = jax_utils.replicate(state)
+    n_eval = input_pipeline.eval_steps(info, eval_batch_size, jax.process_count())
 
-  def evaluate(step):
-    sums = None
-    for batch in input_pipeline.eval_iterator(
-        info.name, global_batch_size=eval_batch_size, data_dir=_get(config, 'data_dir', None),
-        num_steps=n_eval):
-      out = p_eval(state, batch)
-      sums = out if sums is None else jax.tree_util.tree_map(jnp.add, sums, out)
-    sums = jax.device_get(jax_utils.unreplicate(sums))
-    count = max(float(sums['count']), 1.0)
-    result = {'test_loss': sums['loss'] / count, 'test_error_top1': sums['error_top1'] / count,
-              'test_error_top5': sums['error_top5'] / count, 'test_count': sums['count']}
-    writer.write(step, {**result, 'epoch': step / spe})
-    logging.info('eval at step %d (epoch %.2f): loss %.4f, top-1 error %.4f, top-5 error %.4f '
-                 '(%d examples)', step, step / spe, result['test_loss'],
-                 result['test_error_top1'], result['test_error_top5'], count)
-    return result
+    def evaluate(step):
+      sums = None
+      for batch in input_pipeline.eval_iterator(
+          info.name, global_batch_size=eval_batch_size, data_dir=_get(config, 'data_dir', None),
+          num_steps=n_eval):
+        out = p_eval(state, batch)
+        sums = out if sums is None else jax.tree_util.tree_map(jnp.add, sums, out)
+      sums = jax.device_get(jax_utils.unreplicate(sums))
+      count = max(float(sums['count']), 1.0)
+      result = {'test_loss': sums['loss'] / count, 'test_error_top1': sums['error_top1'] / count,
+                'test_error_top5': sums['error_top5'] / count, 'test_count': sums['count']}
+      writer.write(step, {**result, 'epoch': step / spe})
+      logging.info('eval at step %d (epoch %.2f): loss %.4f, top-1 error %.4f, top-5 error %.4f '
+                   '(%d examples)', step, step / spe, result['test_loss'],
+                   result['test_error_top1'], result['test_error_top5'], count)
+      return result
 
-  def check_finite(step, what, value=None):
-    ok = (value is None or math.isfinite(value)) and bool(
-        jax.device_get(_p_all_finite()(state.params))[0])
-    if not ok:
-      kept = ckpt.steps()
-      ckpt.close()
-      writer.close()
-      raise TrainingDivergedError(
-          f'training diverged at step {step} (epoch {step // spe}): {what} is not finite; '
-          f'the last good checkpoint is '
-          f'{f"step {kept[-1]} in {ckpt.directory}" if kept else "none (no checkpoint yet)"}; '
-          f'lower learning_rate (now {config.learning_rate}) or check the inputs')
+    def check_finite(step, what, value=None):
+      ok = (value is None or math.isfinite(value)) and bool(
+          jax.device_get(_p_all_finite()(state.params))[0])
+      if not ok:
+        ckpt.wait()
+        kept = ckpt.steps()
+        raise TrainingDivergedError(
+            f'training diverged at step {step} (epoch {step // spe}): {what} is not finite; '
+            f'the last good checkpoint is '
+            f'{f"step {kept[-1]} in {ckpt.directory}" if kept else "none (no checkpoint yet)"}; '
+            f'lower learning_rate (now {config.learning_rate}) or check the inputs')
 
-  def save(step):
-    check_finite(step, 'the parameters')
-    meta = {'step': step, 'epoch': step // spe, 'position_in_epoch': step % spe,
-            'steps_per_epoch': spe, 'batch_size': batch_size, 'seed': seed,
-            'train_metrics': last_train}
-    ckpt.save(step, jax.device_get(jax_utils.unreplicate(state)), meta)
-    if on_checkpoint is not None:
-      on_checkpoint(step)
+    def save(step):
+      check_finite(step, 'the parameters')
+      meta = {'step': step, 'epoch': step // spe, 'position_in_epoch': step % spe,
+              'steps_per_epoch': spe, 'batch_size': batch_size, 'seed': seed,
+              'train_metrics': last_train, 'loss_history': loss_history}
+      ckpt.save(step, jax.device_get(jax_utils.unreplicate(state)), meta)
+      if on_checkpoint is not None:
+        on_checkpoint(step)
 
-  step = start_step
-  window, window_start, t_window = [], step, time.time()
-  last_eval = None
-  t_loop = time.time()
-  while step < total_steps:
-    epoch, position = divmod(step, spe)
-    batches = input_pipeline.train_iterator(
-        info.name, global_batch_size=batch_size, seed=seed, epoch=epoch, start_step=position,
-        num_steps=spe, data_dir=_get(config, 'data_dir', None), sharding=_get(config, 'sharding', 'global'),
-        shuffle_buffer=int(_get(config, 'shuffle_buffer', 50_000)))
-    seen = 0
-    for batch in jax_utils.prefetch_to_device(batches, 2):
-      state, metrics = p_train(state, batch)
-      step += 1
-      seen += 1
-      window.append(metrics)
-      if step % log_every == 0 or step == total_steps:
-        window = jax.device_get(window)  # metrics are pmean'ed: replica 0 holds them
-        last_train = {k: float(np.mean([w[k][0] for w in window])) for k in window[0]}
-        if not math.isfinite(last_train['loss']):
-          check_finite(step, f'the train loss ({last_train["loss"]})', last_train['loss'])
-        now = time.time()
-        sps = (step - window_start) / max(now - t_window, 1e-9)
-        writer.write(step, {'train_' + k: v for k, v in last_train.items()} | {
-            'learning_rate': float(lr_fn(step - 1)), 'steps_per_sec': sps, 'epoch': step / spe})
-        logging.info('step %d/%d (%.1f%%, epoch %d): train loss %.4f, top-1 error %.4f | '
-                     '%.1f steps/s, ETA %s', step, total_steps, 100.0 * step / total_steps,
-                     (step - 1) // spe, last_train['loss'], last_train['error_top1'], sps,
-                     _eta((total_steps - step) / max(sps, 1e-9)))
-        window, window_start, t_window = [], step, now
-      if step % ckpt_every == 0 or step == total_steps:
-        save(step)
-      if step >= total_steps:
-        break
-    if seen == 0:
-      raise ValueError(f'dataset {info.name} yielded no training batch at epoch {epoch}')
-    epoch_done = step % spe == 0 or step == total_steps
-    if epoch_done and (((step - 1) // spe + 1) % eval_every == 0 or step == total_steps):
+    step = start_step
+    window, window_start, t_window = [], step, time.time()
+    last_eval = None
+    t_loop = time.time()
+    while step < total_steps:
+      epoch, position = divmod(step, spe)
+      batches = input_pipeline.train_iterator(
+          info.name, global_batch_size=batch_size, seed=seed, epoch=epoch, start_step=position,
+          num_steps=spe, data_dir=_get(config, 'data_dir', None),
+          sharding=_get(config, 'sharding', 'global'),
+          shuffle_buffer=int(_get(config, 'shuffle_buffer', 50_000)))
+      seen = 0
+      for batch in jax_utils.prefetch_to_device(batches, 2):
+        state, metrics = p_train(state, batch)
+        step += 1
+        seen += 1
+        window.append(metrics)
+        if step % log_every == 0 or step == total_steps:
+          window = jax.device_get(window)  # metrics are pmean'ed: replica 0 holds them
+          last_train = {k: float(np.mean([w[k][0] for w in window])) for k in window[0]}
+          if not math.isfinite(last_train['loss']):
+            check_finite(step, f'the train loss ({last_train["loss"]})', last_train['loss'])
+          loss_history.append([step, last_train['loss']])
+          now = time.time()
+          sps = (step - window_start) / max(now - t_window, 1e-9)
+          writer.write(step, {'train_' + k: v for k, v in last_train.items()} | {
+              'learning_rate': float(lr_fn(step - 1)), 'steps_per_sec': sps, 'epoch': step / spe})
+          logging.info('step %d/%d (%.1f%%, epoch %d): train loss %.4f, top-1 error %.4f | '
+                       '%.1f steps/s, ETA %s', step, total_steps, 100.0 * step / total_steps,
+                       (step - 1) // spe, last_train['loss'], last_train['error_top1'], sps,
+                       _eta((total_steps - step) / max(sps, 1e-9)))
+          window, window_start, t_window = [], step, now
+        if step % ckpt_every == 0 or step == total_steps:
+          save(step)
+        if step >= total_steps:
+          break
+      if seen == 0:
+        raise ValueError(f'dataset {info.name} yielded no training batch at epoch {epoch}')
+      epoch_done = step % spe == 0 or step == total_steps
+      if epoch_done and (((step - 1) // spe + 1) % eval_every == 0 or step == total_steps):
+        last_eval = evaluate(step)
+    if last_eval is None:
       last_eval = evaluate(step)
-  if last_eval is None:
-    last_eval = evaluate(step)
-  ckpt.close()
+    ckpt.close()
 
-  final = jax.device_get(jax_utils.unreplicate(state))
-  summary = {
-      'config': _config_dict(config),
-      'params': n_params,
-      'steps': int(step),
-      'epochs': step / spe,
-      'final_train_loss': last_train['loss'],
-      'final_train_error_top1': last_train['error_top1'],
-      'test_loss': float(last_eval['test_loss']),
-      'test_error_top1': float(last_eval['test_error_top1']),
-      'test_error_top5': float(last_eval['test_error_top5']),
-      'params_l2': params_l2(final.params),
-      'wall_s': time.time() - t_start,
-      'train_wall_s': time.time() - t_loop,
-      'resumed_from_step': start_step,
-      'devices': jax.device_count(),
-      'processes': jax.process_count(),
-      'model': type(model).__name__,
-  }
-  if is_main:
-    cli.write_json(os.path.join(workdir, 'summary.json'), summary)
-  writer.close()
+    no_progress = guards.progress_problem(
+        loss_history, total_steps, info.num_classes,
+        window=float(_get(config, 'no_progress_window', 0.2)),
+        chance_tolerance=float(_get(config, 'chance_tolerance', 0.02)))
+    if no_progress:
+      no_progress += f' (learning_rate {config.learning_rate}, {workdir})'
+      logging.warning('%s', no_progress)
+
+    final = jax.device_get(jax_utils.unreplicate(state))
+    summary = {
+        'config': _config_dict(config),
+        'params': n_params,
+        'steps': int(step),
+        'epochs': step / spe,
+        'final_train_loss': last_train['loss'],
+        'final_train_error_top1': last_train['error_top1'],
+        'test_loss': float(last_eval['test_loss']),
+        'test_error_top1': float(last_eval['test_error_top1']),
+        'test_error_top5': float(last_eval['test_error_top5']),
+        'params_l2': params_l2(final.params),
+        'wall_s': time.time() - t_start,
+        'train_wall_s': time.time() - t_loop,
+        'resumed_from_step': start_step,
+        'devices': jax.device_count(),
+        'processes': jax.process_count(),
+        'model': type(model).__name__,
+        'no_progress': no_progress,
+    }
+    if is_main:
+      path = os.path.join(workdir, 'summary.json')
+      with guards.writing(path, 'the summary'):
+        cli.write_json(path, summary)
+    writer.close()
+  except BaseException:
+    ckpt.close(raise_errors=False)
+    if writer is not None:
+      writer.close(raise_errors=False)
+    raise
   logging.info('done: %d steps, test top-1 error %.4f, params_l2 %.6g, %.1fs', step,
                summary['test_error_top1'], summary['params_l2'], summary['wall_s'])
+  if no_progress and bool(_get(config, 'fail_on_no_progress', False)):
+    raise guards.NoProgressError(no_progress)
   return summary

@@ -14,22 +14,32 @@ JSON keys: ``primal`` and ``dual`` (lists of ``n``, ``m``, ``params``, ``varianc
 with Var(K) along the primal curve; null with fewer than 3 designs), plus
 ``spearman_primal_pvalue``, ``spearman_dual_params``, ``baseline``, ``config`` and ``seconds``.
 See ``docs/ABLATION.md``.
+
+Each design row also has ``failed_repetitions`` (repetitions whose training loss or parameters
+became NaN/Inf: left out of the means, which are null when all failed), ``no_progress``
+(repetitions whose loss ended at chance or stopped improving) and ``final_train_losses``; the
+top level has ``failed`` and ``no_progress`` (counts). Failed repetitions make the binary exit 1
+after writing the JSON, with one line; so do repetitions without progress under
+``--fail_on_no_progress`` (the default; ``--nofail_on_no_progress`` only warns).
+``<json_out>.lock`` is held while it runs. Exit codes: 0 done, 1 failed repetitions, 2 bad flags.
 """
 
 from __future__ import annotations
 
+import os
 import time
 
 from absl import flags
 from absl import logging
 
 from ce_jax import cli
+from ce_jax import guards
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('dataset', 'digits', 'digits (offline, default) | mnist (tfds, if prepared)')
 flags.DEFINE_integer('repetitions', 10, 'trainings per design (vmapped over seeds; paper: 100)')
 flags.DEFINE_integer('epochs', 20, 'training epochs (paper: 70)')
-flags.DEFINE_float('alpha', 3.65, 'variance-law exponent of the dense member (SPEC section 3)')
+flags.DEFINE_float('alpha', 3.65, 'variance-law exponent of the dense member (docs/ALPHA.md)')
 flags.DEFINE_string('json_out', None, 'write the results here (JSON)')
 flags.DEFINE_string('plot_out', None, 'write the four-panel figure (PNG) here')
 flags.DEFINE_integer('baseline_width', 200, 'width n~ of the baseline member')
@@ -44,6 +54,8 @@ flags.DEFINE_float('learning_rate', 1e-2, 'Adam learning rate')
 flags.DEFINE_integer('seed', 0, 'PRNG seed')
 flags.DEFINE_integer('chunk', 0, 'seeds per compiled program (0: all repetitions at once)')
 flags.DEFINE_integer('max_train', 0, 'use only the first N training examples (0: all)')
+flags.DEFINE_bool('fail_on_no_progress', True,
+                  'exit 1 when a repetition does not learn (loss at chance or not improving)')
 
 
 def _finite_or_none(x):
@@ -81,6 +93,21 @@ def main(argv):
         baseline_width, min_width, depth, alpha,
         _validate.positive_int('--num_dual', FLAGS.num_dual))
 
+  json_out = guards.check_output_file(FLAGS.json_out, '--json_out')
+  guards.check_output_file(FLAGS.plot_out, '--plot_out')
+  lock_dir = os.path.dirname(json_out) if json_out else None
+  lock_name = os.path.basename(json_out) + '.lock' if json_out else guards.LOCK_NAME
+  with guards.maybe_lock(lock_dir, name=lock_name, what='--json_out', target=json_out):
+    run(dataset, repetitions, epochs, alpha, baseline_width, depth, batch_size, lr, chunk,
+        max_train, widths, ms)
+
+
+def run(dataset, repetitions, epochs, alpha, baseline_width, depth, batch_size, lr, chunk,
+        max_train, widths, ms):
+  """Trains the designs, prints the table, writes the JSON and the figure; then fails (exit 1)
+  on failed repetitions or, with ``--fail_on_no_progress``, on repetitions without progress."""
+  from ce_jax import ablation  # pylint: disable=g-import-not-at-top
+
   start = time.time()
   data = ablation.load_dataset(dataset, max_train=max_train)
   d_in = int(data.x_train.shape[1])
@@ -112,10 +139,15 @@ def main(argv):
         f'{rho_dual:.3f}; {repetitions} repetitions x {epochs} epochs, {elapsed:.0f} s')
 
   keys = ('n', 'm', 'params', 'variance_ratio', 'test_error_mean', 'test_error_stderr',
-          'final_train_loss_mean')
+          'final_train_loss_mean', 'failed_repetitions', 'no_progress', 'final_train_losses')
+  rows = result.primal + result.dual
+  designs = {(r.m, r.n): r for r in rows}.values()  # a design on both curves counts once
+  n_failed = sum(len(r.failed_repetitions) for r in designs)
+  n_stalled = sum(len(r.no_progress) for r in designs)
   cli.write_json(FLAGS.json_out, {
       'primal': [{k: getattr(r, k) for k in keys} for r in result.primal],
       'dual': [{k: getattr(r, k) for k in keys} for r in result.dual],
+      'failed': n_failed, 'no_progress': n_stalled,
       'spearman_primal': _finite_or_none(result.spearman_primal),
       'spearman_primal_pvalue': _finite_or_none(result.spearman_primal_pvalue),
       'spearman_dual_params': _finite_or_none(rho_dual),
@@ -134,6 +166,23 @@ def main(argv):
                            f'{repetitions} repetitions x {epochs} epochs')
     logging.info('wrote %s', FLAGS.plot_out)
 
+  total = repetitions * len(designs)
+  where = f'; results in {FLAGS.json_out}' if FLAGS.json_out else ''
+  if n_failed:
+    bad = ', '.join(f'm={r.m} n={r.n} ({len(r.failed_repetitions)})' for r in designs
+                    if r.failed_repetitions)
+    raise guards.RunFailedError(
+        f'{n_failed} of {total} repetitions failed (NaN/Inf training loss or parameters) in '
+        f'{bad}: their test errors are left out of the means; lower --learning_rate '
+        f'(now {lr}){where}')
+  if n_stalled:
+    first = next(r for r in designs if r.no_progress)
+    msg = (f'{n_stalled} of {total} repetitions made no progress (first: m={first.m} '
+           f'n={first.n} repetition {first.no_progress[0]}){where}')
+    if FLAGS.fail_on_no_progress:
+      raise guards.NoProgressError(msg)
+    guards.warn(msg)
+
 
 if __name__ == '__main__':
-  cli.run_main(main)
+  guards.run_main(main)

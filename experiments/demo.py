@@ -11,7 +11,14 @@ r"""The main job (`make demo`): Algorithm 2 end to end on real data, in minutes 
     python experiments/demo.py --workdir=/tmp/demo --quick     # seconds, for tests
 
 Finished trainings are never redone: rerunning the command reuses every run whose
-``summary.json`` exists and resumes interrupted ones from their checkpoints.
+``summary.json`` exists with exactly the same settings, resumes interrupted ones from their
+checkpoints, extends a run asked for more epochs, and retrains (from scratch) a run whose
+settings changed otherwise. ``--quick`` sets only the flags not given on the command line.
+``<workdir>/.lock`` is held while the demo runs (a second demo on the same workdir refuses);
+``--fail_on_no_progress`` (the default) makes a training that did not learn (loss at chance or
+not improving) fail the demo with exit code 1.
+
+Exit codes: 0 done, 1 a run failed (NaN/Inf, no progress, a full disk), 2 bad flags or workdir.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 
-from ce_jax import _validate, cli, plotting, solver  # noqa: E402
+from ce_jax import _validate, cli, guards, plotting, solver  # noqa: E402
 from ce_jax import alpha as alpha_lib  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -41,7 +48,12 @@ flags.DEFINE_integer('alpha_trials', 1000, 'Monte-Carlo initializations per widt
 flags.DEFINE_integer('seeds', 5, 'training seeds per design')
 flags.DEFINE_integer('epochs', 20, 'training epochs per run')
 flags.DEFINE_integer('seed', 0, 'base seed (alpha fit and first training seed)')
-flags.DEFINE_bool('quick', False, 'tiny settings (tests): few trials, 2 seeds, 1 epoch')
+flags.DEFINE_bool('quick', False, 'tiny settings (tests): few trials, 2 seeds, 1 epoch '
+                  '(for the flags not given explicitly)')
+flags.DEFINE_bool('fail_on_no_progress', True,
+                  'exit 1 when a training does not learn (train loss at chance or stalled)')
+
+QUICK = {'alpha_widths': (8, 32, 128), 'alpha_trials': 24, 'seeds': 2, 'epochs': 1}
 
 INPUT_DIM, NUM_CLASSES = 64, 10  # digits: 8x8 images, 10 classes
 
@@ -76,25 +88,34 @@ def fit_alpha(widths, trials, depth, seed, cache_path):
   return est
 
 
-def train_design(name, m, n, depth, seeds, epochs, workdir):
-  """Trains one design over ``seeds`` (reusing finished runs); returns the summaries."""
+def train_design(name, m, n, depth, seeds, epochs, workdir, fail_on_no_progress=True):
+  """Trains one design over ``seeds`` (reusing finished runs with the same settings); returns
+  the summaries."""
   from ce_jax import train
   from experiments.configs import digits
   summaries = []
   for s in seeds:
     run_dir = os.path.join(workdir, 'runs', name, f'seed_{s}')
-    done = os.path.join(run_dir, 'summary.json')
-    if os.path.exists(done):
-      with open(done) as f:
-        summaries.append(json.load(f))
-      print(f'  {name:<8} seed {s}: reused {done}', flush=True)
-      continue
     config = digits.get_config()
     config.m, config.n, config.depth = int(m), int(n), int(depth)
     config.num_epochs = int(epochs)
     config.seed = int(s)
+    config.fail_on_no_progress = bool(fail_on_no_progress)
+    summary, changed = guards.reusable_run(run_dir, config)
+    if summary is not None:
+      if summary.get('no_progress') and fail_on_no_progress:
+        raise guards.NoProgressError(f'{name} seed {s}: {summary["no_progress"]}')
+      summaries.append(summary)
+      print(f'  {name:<8} seed {s}: reused {os.path.join(run_dir, "summary.json")}', flush=True)
+      continue
+    if changed:
+      print(f'  {name:<8} seed {s}: settings changed ({changed}): retraining', flush=True)
+      config.overwrite = True
     t0 = time.time()
-    summary = train.train_and_evaluate(config, run_dir)
+    try:
+      summary = train.train_and_evaluate(config, run_dir)
+    except guards.NoProgressError as e:
+      raise guards.NoProgressError(f'{name} seed {s}: {e}') from None
     summaries.append(summary)
     print(f'  {name:<8} seed {s}: test error {100 * summary["test_error_top1"]:.2f}% '
           f'({summary["steps"]} steps, {time.time() - t0:.1f}s)', flush=True)
@@ -124,16 +145,24 @@ def main(argv):
   pylogging.getLogger('jax._src.xla_bridge').setLevel(pylogging.WARNING)
   if len(argv) > 1:
     raise ValueError(f'unexpected arguments: {" ".join(argv[1:])}')
+  if FLAGS.quick:  # only where the user did not give the flag
+    for name, value in QUICK.items():
+      if not FLAGS[name].present:
+        FLAGS[name].value = list(map(str, value)) if isinstance(value, tuple) else value
   depth = _validate.positive_int('depth', FLAGS.depth, minimum=2)
   width = _validate.positive_int('width', FLAGS.width)
   widths = _validate.int_list('alpha_widths', FLAGS.alpha_widths)
   trials = _validate.positive_int('alpha_trials', FLAGS.alpha_trials, minimum=2)
   n_seeds = _validate.positive_int('seeds', FLAGS.seeds)
   epochs = _validate.positive_int('epochs', FLAGS.epochs)
-  if FLAGS.quick:
-    widths, trials, n_seeds, epochs = (8, 32, 128), 24, 2, 1
   workdir = FLAGS.workdir
-  os.makedirs(workdir, exist_ok=True)
+  guards.check_output_dir(workdir, '--workdir')
+  with guards.WorkdirLock(workdir):
+    run_demo(workdir, depth, width, widths, trials, n_seeds, epochs)
+
+
+def run_demo(workdir, depth, width, widths, trials, n_seeds, epochs):
+  """Steps 1-3 and the summary (the workdir is locked)."""
   t_start = time.time()
 
   print(f'[1/3] Algorithm 1: fit alpha for the depth-{depth} dense member', flush=True)
@@ -157,7 +186,8 @@ def main(argv):
              ('dual', result.dual.m_int, result.dual.n, result.dual.variance_ratio)]
   models = []
   for name, m, n, vr in designs:
-    summaries = train_design(name, m, n, depth, seeds, epochs, workdir)
+    summaries = train_design(name, m, n, depth, seeds, epochs, workdir,
+                             fail_on_no_progress=FLAGS.fail_on_no_progress)
     models.append(model_entry(name, m, n, vr, summaries, seeds))
 
   print(format_models(models), flush=True)
@@ -175,4 +205,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  cli.run_main(main)
+  guards.run_main(main)

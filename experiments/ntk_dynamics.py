@@ -12,7 +12,14 @@ between initialization and the end of training. Slope of log(change) vs log(m n)
 JSON keys: ``points`` (list of ``m``, ``n``, ``delta_offdiag``, ``delta_frob_rel``, plus
 ``params``, ``panel``, ``mn``, standard errors and losses), ``slope`` and ``slope_stderr`` (fit of
 the quantity chosen by ``--fit_on``), ``fit_frob``, ``fit_offdiag``, ``panel_fits_frob``
-(per-panel fits of ``delta_frob_rel``), ``config``, ``seconds``. See ``docs/ABLATION.md``.
+(per-panel fits of ``delta_frob_rel``), ``skipped`` (indices of degenerate points left out of
+each fit), ``complete``, ``config``, ``seconds``. See ``docs/ABLATION.md``.
+
+The JSON is rewritten after every design (``complete: false`` until the end), so a run that
+stops keeps what it measured. A degenerate point (a change of exactly zero, or not finite:
+log-log needs ``y > 0``) is reported with a warning and left out of the fit; a fit with fewer
+than 3 usable points is null. Exit codes: 0 done (also with skipped points), 1 no slope could
+be fitted for ``--fit_on``, 2 bad flags or output paths.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from absl import flags
 from absl import logging
 
 from ce_jax import cli
+from ce_jax import guards
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('ds', '4,6,8,12,16', 'comma list of d: designs (1, d^2), (d, d), (m_c, n_c)')
@@ -54,6 +62,12 @@ def main(argv):
   seeds = _validate.positive_int('--seeds', FLAGS.seeds)
   fit_on = _validate.choice('--fit_on', FLAGS.fit_on, ('frob', 'offdiag'))
 
+  guards.check_output_file(FLAGS.json_out, '--json_out')
+  guards.check_output_file(FLAGS.plot_out, '--plot_out')
+  config = {'ds': list(ds), 'fixed_width': fixed_width, 'depth': depth, 'steps': steps,
+            'learning_rate': lr, 'num_train': num_train, 'num_probe': num_probe,
+            'seeds': seeds, 'seed': FLAGS.seed, 'loss': 'l2', 'optimizer': 'full-batch gd',
+            'dataset': 'digits', 'target': 'parity (+1 even, -1 odd)'}
   start = time.time()
   x, y, xp = dynamics.regression_data(num_train, num_probe)
   grid = dynamics.design_grid(ds, fixed_width=fixed_width, input_dim=x.shape[1], depth=depth)
@@ -62,11 +76,23 @@ def main(argv):
                      'm*n for a slope')
   logging.info('%d designs, %d seeds, %d GD steps (lr %g) on %d digits, %d probes', len(grid),
                seeds, steps, lr, num_train, num_probe)
+
+  def partial(points):
+    cli.write_json(FLAGS.json_out, {'points': [p._asdict() for p in points], 'complete': False,
+                                    'fit_on': fit_on, 'config': config,
+                                    'seconds': time.time() - start})
+
   result = dynamics.run_dynamics(grid, x, y, xp, depth=depth, steps=steps, learning_rate=lr,
                                  seeds=seeds, seed=FLAGS.seed,
-                                 progress=lambda s: logging.info('%s', s))
+                                 progress=lambda s: logging.info('%s', s), on_point=partial)
   elapsed = time.time() - start
   fit = result.fit_frob if fit_on == 'frob' else result.fit_offdiag
+  for quantity, skipped in result.skipped.items():
+    key = 'delta_frob_rel' if quantity == 'frob' else 'delta_offdiag'
+    for i in skipped:
+      p = result.points[i]
+      guards.warn(f'design m={p.m} n={p.n} (panel {p.panel}): {key} = {getattr(p, key):.3g} is '
+                  f'degenerate (a log-log fit needs > 0); left out of the {quantity} fit')
 
   print(f'{"panel":>5} {"m":>4} {"n":>4} {"m*n":>6} {"params":>8} {"|dK01|":>10} '
         f'{"dK_F/K_F":>10} {"loss T":>8}')
@@ -86,16 +112,22 @@ def main(argv):
       'slope': fit.slope, 'slope_stderr': fit.slope_stderr, 'fit_on': fit_on,
       'fit_frob': result.fit_frob._asdict(), 'fit_offdiag': result.fit_offdiag._asdict(),
       'panel_fits_frob': {k: v._asdict() for k, v in result.panel_fits.items()},
-      'config': {'ds': list(ds), 'fixed_width': fixed_width, 'depth': depth, 'steps': steps,
-                 'learning_rate': lr, 'num_train': num_train, 'num_probe': num_probe,
-                 'seeds': seeds, 'seed': FLAGS.seed, 'loss': 'l2', 'optimizer': 'full-batch gd',
-                 'dataset': 'digits', 'target': 'parity (+1 even, -1 odd)'},
+      'skipped': result.skipped, 'complete': True,
+      'config': config,
       'seconds': elapsed,
   })
   if FLAGS.plot_out:
     plotting.plot_dynamics(result, FLAGS.plot_out, fit_on)
     logging.info('wrote %s', FLAGS.plot_out)
+  for quantity, f in (('frob', result.fit_frob), ('offdiag', result.fit_offdiag)):
+    if f.slope != f.slope and quantity != fit_on:
+      guards.warn(f'no {quantity} slope: only {f.num_points} usable points')
+  if fit.slope != fit.slope:
+    raise guards.RunFailedError(
+        f'no {fit_on} slope: only {fit.num_points} of {len(result.points)} points have a '
+        f'change > 0 (need >= 3 with two distinct m*n); raise --steps or --learning_rate'
+        f'{f"; points in {FLAGS.json_out}" if FLAGS.json_out else ""}')
 
 
 if __name__ == '__main__':
-  cli.run_main(main)
+  guards.run_main(main)

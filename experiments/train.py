@@ -9,8 +9,14 @@ command resumes from the newest checkpoint in ``--workdir``.
 Multi-host: start one process per host with ``--coordinator_address=HOST:PORT
 --num_processes=P --process_id=I`` (``jax.distributed.initialize``).
 
-Writes ``DIR/summary.json``, ``DIR/metrics.jsonl``, TensorBoard events and ``DIR/checkpoints``.
-Exit codes: 0 done, 1 training diverged (NaN/Inf), 2 invalid flags or config.
+Writes ``DIR/config.json`` (the config, checked on every rerun: a different config is refused
+unless ``--config.overwrite=True``), ``DIR/summary.json``, ``DIR/metrics.jsonl``, TensorBoard
+events and ``DIR/checkpoints``; ``DIR/.lock`` while it runs (a second run on DIR refuses).
+The config is printed at ``--verbosity=1`` (it is always in ``DIR/config.json``).
+
+Exit codes: 0 done; 1 the run failed (NaN/Inf, a full disk or another write error, no progress
+with ``--config.fail_on_no_progress=True``); 2 invalid flags or config, DIR in use, DIR holding
+a run of another config, DIR a file or under one. Errors are one line.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from ce_jax import cli  # noqa: E402
+from ce_jax import guards  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Training configuration file.',
@@ -46,13 +52,12 @@ def main(argv):
   # Bad values fail with one line before anything slow (the device check needs the backend,
   # which must start after jax.distributed.initialize: train_and_evaluate repeats it).
   train.validate_config(FLAGS.config, device_count=1)
+  guards.check_output_dir(FLAGS.workdir, '--workdir')
   train.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
-  logging.info('config:\n%s', FLAGS.config)
-  try:
-    summary = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  except train.TrainingDivergedError as e:
-    print(f'{os.path.basename(sys.argv[0])}: {e}', file=sys.stderr)
-    sys.exit(1)
+  logging.vlog(1, 'config:\n%s', FLAGS.config)
+  # Failures (NaN/Inf, write errors, no progress) become one line and exit code 1 in
+  # guards.run_main; the config is in DIR/config.json.
+  summary = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)  # no progress: a warning
   print(f'{"steps":>8} {"params":>10} {"train loss":>11} {"top-1 err":>10} {"top-5 err":>10} '
         f'{"params_l2":>12} {"wall_s":>8}')
   print(f'{summary["steps"]:>8d} {summary["params"]:>10d} {summary["final_train_loss"]:>11.4f} '
@@ -62,4 +67,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  cli.run_main(main)
+  guards.run_main(main)

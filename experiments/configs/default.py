@@ -1,4 +1,4 @@
-"""Default hyperparameters: the CIFAR recipe of SPEC section 5 with the ResNeXt-29 1x128d baseline.
+"""Default hyperparameters: the paper's CIFAR recipe with the ResNeXt-29 1x128d baseline.
 
 Every other config starts from this one and overrides a few keys. Any key can be overridden on
 the command line::
@@ -17,6 +17,12 @@ Keys (see docs/TRAINING.md):
   batch_size (global), eval_batch_size, num_epochs, num_train_steps (-1: num_epochs).
   eval_every_epochs, log_every_steps, checkpoint_every_steps, keep_checkpoints,
     async_checkpointing, seed.
+  overwrite: start afresh in a workdir that holds a run of another config (its checkpoints,
+    metrics and summary are removed); without it such a rerun is refused.
+  fail_on_no_progress, no_progress_window, chance_tolerance: a run whose train loss has not
+    improved over the last no_progress_window of the steps, or ends within chance_tolerance
+    (relative) of chance ln(num_classes) or above, warns; with fail_on_no_progress it fails
+    (exit code 1).
   paper_params_m: the parameter count (millions) the paper reports for this row (checked by
     tests/test_configs.py), None where it reports none.
 """
@@ -64,5 +70,10 @@ def get_config():
   config.keep_checkpoints = 3
   config.async_checkpointing = True  # orbax writes in a background thread
   config.seed = 0
+  # Guards (docs/RELIABILITY.md).
+  config.overwrite = False
+  config.fail_on_no_progress = False
+  config.no_progress_window = 0.2
+  config.chance_tolerance = 0.02
   config.paper_params_m = ml_collections.FieldReference(None, field_type=float)
   return config
