@@ -243,8 +243,12 @@ def _small_tmpfs(path, size='2m'):
 
 
 def _fill(directory):
-  """Writes a file until the disk is full."""
-  fd = os.open(os.path.join(directory, 'filler'), os.O_WRONLY | os.O_CREAT)
+  """Writes a file until the disk is full (it may be full already: then nothing to do)."""
+  try:
+    fd = os.open(os.path.join(directory, 'filler'), os.O_WRONLY | os.O_CREAT)
+  except OSError as e:
+    assert e.errno == errno.ENOSPC
+    return
   try:
     while True:
       os.write(fd, b'\0' * 4096)
