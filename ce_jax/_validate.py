@@ -30,10 +30,14 @@ def int_list(name: str, values: Any, minimum: int = 1) -> tuple[int, ...]:
   """Validates a non-empty list of integers >= ``minimum`` (a comma string is accepted)."""
   if isinstance(values, str):
     parts = [p.strip() for p in values.split(',') if p.strip()]
-    try:
-      values = [int(p) for p in parts]
-    except ValueError:
-      raise ValueError(f'{name} must be a comma-separated list of integers, got {values!r}') from None
+    ints = []
+    for p in parts:
+      try:
+        ints.append(int(p))
+      except ValueError:
+        raise ValueError(f'{name} must be a comma-separated list of integers, got {values!r} '
+                         f'({p!r} is not an integer)') from None
+    values = ints
   if isinstance(values, (int, np.integer)):
     values = [values]
   values = list(values)
@@ -46,6 +50,36 @@ def int_list(name: str, values: Any, minimum: int = 1) -> tuple[int, ...]:
   if not values:
     raise ValueError(f'{name} must be a non-empty list of integers >= {minimum}, got []')
   return tuple(positive_int(f'{name}[{i}]', v, minimum) for i, v in enumerate(values))
+
+
+def positive_values(name: str, values: Any, minimum: float = 1) -> Any:
+  """Returns ``values`` (a scalar or an array, e.g. widths of a vectorized closed form) after
+  checking that every entry is a finite number >= ``minimum``; traced values are not checked."""
+  try:
+    arr = np.asarray(values)
+  except Exception:  # a tracer: cannot check values  # pylint: disable=broad-except
+    return values
+  if arr.dtype == object or arr.dtype.kind not in 'biuf':
+    raise ValueError(f'{name} must be numbers >= {minimum}, got {values!r}')
+  if arr.size == 0:
+    raise ValueError(f'{name} must not be empty, got {values!r}')
+  bad = ~np.isfinite(arr.astype(np.float64)) | (arr < minimum)
+  if np.any(bad):
+    first = arr.reshape(-1)[np.flatnonzero(bad.reshape(-1))[0]]
+    shown = values if arr.ndim == 0 else first.item()
+    raise ValueError(f'{name} must be >= {minimum} (and finite), got {shown!r}')
+  return values
+
+
+def distinct(name: str, values: Sequence[Any]) -> Sequence[Any]:
+  """Raises if ``values`` holds an entry twice (e.g. the same width in a fit)."""
+  seen = set()
+  for v in values:
+    k = tuple(v) if isinstance(v, (list, tuple, np.ndarray)) else v
+    if k in seen:
+      raise ValueError(f'{name} must be distinct, got {v!r} twice in {list(values)!r}')
+    seen.add(k)
+  return values
 
 
 def finite_positive(name: str, value: Any) -> float:

@@ -258,26 +258,40 @@ def resnext_cost(config: ResNeXtConfig, cardinality, base_width: int, num_classe
 
 def resnext_params(name: str, cardinality, base_width: int, num_classes: int | None = None):
   """Closed-form parameter count of a registry ResNeXt (vectorized in ``cardinality``)."""
+  config = resnext_config(name)
   num_classes = (10 if name == 'resnext29' else 1000) if num_classes is None else num_classes
-  return resnext_cost(resnext_config(name), cardinality, base_width, num_classes)['params']
+  _validate.positive_values('cardinality', cardinality)
+  base_width = _validate.positive_int('base_width', base_width)
+  num_classes = _validate.positive_int('num_classes', num_classes)
+  return resnext_cost(config, cardinality, base_width, num_classes)['params']
 
 
 def default_image_size(name: str) -> int:
   """Input resolution of each family: 32 (ResNeXt-29, WRN), 64 (ResNeXt-38), 224 (50/101)."""
+  from ce_jax.models import registry  # pylint: disable=g-import-not-at-top
+  _validate.choice('model', name, registry.names())
   return {'resnext29': 32, 'resnext38': 64, 'resnext50': 224, 'resnext101': 224}.get(name, 32)
 
 
 def resnext_flops(name: str, cardinality, base_width: int, num_classes: int | None = None,
                   image_size: int | None = None):
   """Closed-form per-example FLOPs of a registry ResNeXt (vectorized in ``cardinality``)."""
+  config = resnext_config(name)
   num_classes = (10 if name == 'resnext29' else 1000) if num_classes is None else num_classes
   image_size = default_image_size(name) if image_size is None else image_size
-  return resnext_cost(resnext_config(name), cardinality, base_width, num_classes,
-                      image_size)['flops']
+  _validate.positive_values('cardinality', cardinality)
+  base_width = _validate.positive_int('base_width', base_width)
+  num_classes = _validate.positive_int('num_classes', num_classes)
+  image_size = _validate.positive_int('image_size', image_size)
+  return resnext_cost(config, cardinality, base_width, num_classes, image_size)['flops']
 
 
 def dense_params(input_dim: int, widths: Sequence[int], num_outputs: int = 1, m: int = 1) -> int:
   """Parameters of a dense collegial ensemble of ``m`` members with hidden ``widths`` (no bias)."""
+  input_dim = _validate.positive_int('input_dim', input_dim)
+  widths = _validate.int_list('widths', widths)
+  num_outputs = _validate.positive_int('num_outputs', num_outputs)
+  m = _validate.positive_int('m', m)
   dims = (input_dim,) + tuple(widths) + (num_outputs,)
   return int(m * sum(a * b for a, b in zip(dims[:-1], dims[1:])))
 

@@ -52,6 +52,7 @@ class AlphaFit(NamedTuple):
   chi2_per_dof: float        # nan when dof == 0
   num_points: int
   covariance: float = 0.0    # Cov(intercept, alpha) of the fit (0 through the origin)
+  warnings: tuple = ()       # why the fit is degenerate (alpha <= 0, R^2 undefined, ...)
 
 
 class AlphaPoint(NamedTuple):
@@ -78,6 +79,7 @@ class AlphaEstimate(NamedTuple):
   fits: dict = {}
   parameterization: str = 'as_given'
   input_distribution: str = 'gaussian'
+  warnings: tuple = ()       # the fit's warnings (``fit.warnings``)
 
 
 def _float_vector(name, values):
@@ -104,7 +106,11 @@ def fit_alpha(fan_in_sums: Sequence[float], ratios: Sequence[float],
     intercept: also fit a constant ``a`` (default, the recipe); False: through the origin.
 
   Returns:
-    :class:`AlphaFit`.
+    :class:`AlphaFit`. Its ``warnings`` (a tuple of one-line strings, empty for a sound fit)
+    say when the fit is degenerate: ``alpha <= 0`` (the ratio does not grow with S, e.g.
+    ratios below 1, which no variance can give), an undefined ``R^2`` (all log ratios equal)
+    or a non-finite standard error. Such a fit does not describe the member: the solver
+    refuses ``alpha <= 0``.
   """
   s = _float_vector('fan_in_sums', fan_in_sums)
   r = _float_vector('ratios', ratios)
@@ -150,12 +156,35 @@ def fit_alpha(fan_in_sums: Sequence[float], ratios: Sequence[float],
   sst = float(np.sum(w * (y - ybar) ** 2))
   r2 = 1.0 - float(np.sum(w * resid ** 2)) / sst if sst > 0 else float('nan')
   alpha_idx = 1 if intercept else 0
-  return AlphaFit(
+  fit = AlphaFit(
       alpha=float(beta[alpha_idx]), alpha_stderr=float(math.sqrt(cov[alpha_idx, alpha_idx])),
       intercept=float(beta[0]) if intercept else 0.0,
       intercept_stderr=float(math.sqrt(cov[0, 0])) if intercept else 0.0,
       r2=r2, chi2_per_dof=chi2_dof, num_points=int(s.size),
       covariance=float(cov[0, 1]) if intercept else 0.0)
+  return fit._replace(warnings=fit_warnings(fit, r))
+
+
+def fit_warnings(fit: AlphaFit, ratios: Sequence[float] = ()) -> tuple:
+  """One-line warnings for a degenerate fit (see :func:`fit_alpha`); ``()`` when sound."""
+  out = []
+  r = np.asarray(ratios, np.float64).reshape(-1)
+  below = int(np.sum(r < 1.0))
+  if not math.isfinite(fit.alpha) or fit.alpha <= 0:
+    why = (f'{below} of {r.size} ratios E[K^2]/E[K]^2 are below 1, which no variance gives'
+           if below else 'the ratio does not grow with S')
+    out.append(f'degenerate fit: alpha = {fit.alpha:.4g} <= 0 ({why}): the fit does not '
+               'describe this member; raise the trials or use narrower widths')
+  elif below:
+    out.append(f'{below} of {r.size} ratios E[K^2]/E[K]^2 are below 1, which no variance '
+               'gives: too few trials?')
+  if not math.isfinite(fit.r2):
+    out.append('R^2 is undefined (the log ratios do not vary): the fit says nothing about '
+               'alpha')
+  if not math.isfinite(fit.alpha_stderr):
+    out.append(f'the standard error of alpha is {fit.alpha_stderr!r}: too few points for the '
+               'fit\'s parameters')
+  return tuple(out)
 
 
 class LoadedFit(NamedTuple):
@@ -340,7 +369,8 @@ def estimate_alpha(block: Any = 'bottleneck', widths: Sequence[Any] = DEFAULT_WI
                    out_channels: int = 256, input_distribution: str = 'gaussian',
                    intercept: bool = True, chunk_size: int = 50,
                    parameterization: str = 'as_given',
-                   progress: Optional[Callable[[int, int, int], None]] = None) -> AlphaEstimate:
+                   progress: Optional[Callable[[int, int, int], None]] = None,
+                   on_point: Optional[Callable[[AlphaPoint], None]] = None) -> AlphaEstimate:
   """Algorithm 1 for any member: Monte-Carlo ``E[K^2]/E[K]^2`` of one diagonal entry, then the fit.
 
   Args:
@@ -362,10 +392,13 @@ def estimate_alpha(block: Any = 'bottleneck', widths: Sequence[Any] = DEFAULT_WI
     parameterization: ``'as_given'`` (the module's own initializers) or ``'ntk'`` (see
       :func:`member_sampler`).
     progress: optional ``progress(width_index, done, total)``.
+    on_point: optional ``on_point(point)``, called with each :class:`AlphaPoint` as soon as its
+      width is done (to save the points as they come).
 
   Returns:
     :class:`AlphaEstimate` with the fit under ``fan_in_convention``, the per-width points and
-    ``fits`` under both conventions.
+    ``fits`` under both conventions; ``warnings`` (also ``fit.warnings``) says when the fit is
+    degenerate (:func:`fit_alpha`).
   """
   from ce_jax import variance  # pylint: disable=g-import-not-at-top
   if isinstance(block, Member):
@@ -382,9 +415,15 @@ def estimate_alpha(block: Any = 'bottleneck', widths: Sequence[Any] = DEFAULT_WI
   widths = [member_lib.canonical_width(w, f'widths[{i}]') for i, w in enumerate(widths)]
   if not widths:
     raise ValueError('widths must be a non-empty list of widths, got []')
+  _validate.distinct('widths', widths)
   trials = _validate.positive_int('trials', trials, minimum=2)
   _validate.choice('fan_in_convention', fan_in_convention, member_lib.FAN_IN_CONVENTIONS)
   _validate.choice('parameterization', parameterization, PARAMETERIZATIONS)
+  _validate.choice('input_distribution', input_distribution, INPUT_DISTRIBUTIONS)
+  chunk_size = _validate.positive_int('chunk_size', chunk_size)
+  if intercept and len(widths) < 2:
+    raise ValueError(f'the fit with intercept needs at least 2 widths, got {len(widths)} '
+                     f'({widths[0]!r}); give more widths or intercept=False')
   key = jax.random.PRNGKey(0) if key is None else key
   if block == 'dense':
     x = block_input('dense', jax.random.fold_in(key, 0), input_dim=input_dim)
@@ -417,6 +456,8 @@ def estimate_alpha(block: Any = 'bottleneck', widths: Sequence[Any] = DEFAULT_WI
         mean=float(mom.mean[0]), var=float(mom.var[0]),
         params=int(prof.params[i]), flops=int(prof.flops[i]),
         fan_in_sums={c: float(prof.fan_in_sum[c][i]) for c in member_lib.FAN_IN_CONVENTIONS}))
+    if on_point is not None:
+      on_point(points[-1])
   fits = {}
   for conv in member_lib.FAN_IN_CONVENTIONS:
     fits[conv] = fit_alpha([p.fan_in_sums[conv] for p in points], [p.ratio for p in points],
@@ -424,4 +465,5 @@ def estimate_alpha(block: Any = 'bottleneck', widths: Sequence[Any] = DEFAULT_WI
   return AlphaEstimate(block=name, fit=fits[fan_in_convention], points=tuple(points),
                        trials=trials, fan_in_convention=fan_in_convention, intercept=intercept,
                        fits=fits, parameterization=parameterization,
-                       input_distribution=input_distribution)
+                       input_distribution=input_distribution,
+                       warnings=fits[fan_in_convention].warnings)

@@ -1,6 +1,6 @@
 """Closed forms for one ensemble member ("path") of the paper's blocks: beta(n) and S(n).
 
-These are the quantities the search of Section 3 works with (``../shared/SPEC.md`` sections 2-3):
+These are the quantities the search of Section 3 works with:
 
 * ``beta(n)``: parameters of ONE member (dense network) or ONE path of a bottleneck block.
 * ``S(n)``: the fan-in sum of Assumption 1, ``Var(K) ~ C (exp(alpha S) - 1)``.
@@ -52,6 +52,9 @@ def dense_uniform_params(n, input_dim: int, depth: int, num_outputs: int = 1):
   ``n``: scalar or array of widths; returns the same shape (float if ``n`` is an array).
   """
   _validate.positive_int('depth', depth, minimum=2)
+  _validate.positive_values('n', n)
+  input_dim = _validate.positive_int('input_dim', input_dim)
+  num_outputs = _validate.positive_int('num_outputs', num_outputs)
   hidden = depth - 1
   return input_dim * n + (hidden - 1) * n * n + n * num_outputs
 
@@ -59,16 +62,22 @@ def dense_uniform_params(n, input_dim: int, depth: int, num_outputs: int = 1):
 def dense_uniform_fan_in_sum(n, depth: int):
   """S(n) = (depth - 1) / n for a member with equal hidden widths (vectorized)."""
   _validate.positive_int('depth', depth, minimum=2)
+  _validate.positive_values('n', n)
   return (depth - 1) / n
 
 
 def bottleneck_path_params(n, in_channels: int = 256, out_channels: int = 256):
   """beta(n) of one bottleneck path: ``in*n + 9 n^2 + n*out`` conv weights (vectorized)."""
+  _validate.positive_values('n', n)
+  in_channels = _validate.positive_int('in_channels', in_channels)
+  out_channels = _validate.positive_int('out_channels', out_channels)
   return in_channels * n + 9 * n * n + n * out_channels
 
 
 def bottleneck_fan_in_sum(n, in_channels: int = 256, fan_in_convention: str = 'channels'):
   """S(n) of one bottleneck path under ``fan_in_convention`` ('channels' or 'kernel')."""
   _validate.choice('fan_in_convention', fan_in_convention, FAN_IN_CONVENTIONS)
+  _validate.positive_values('n', n)
+  in_channels = _validate.positive_int('in_channels', in_channels)
   grouped = n if fan_in_convention == 'channels' else 9 * n
   return 1.0 / in_channels + 1.0 / grouped + 1.0 / n

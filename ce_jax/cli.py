@@ -1,37 +1,561 @@
-"""Helpers for the absl binaries in ``experiments/``: usage errors without tracebacks, JSON out."""
+"""Shared plumbing of the absl binaries in ``experiments/``: flags, errors, exit codes, logs, JSON.
+
+Every binary ends with ``cli.run_main(main)`` (or ``guards.run_main(main)``, which adds the
+failed-run errors of long runs on top of it). :func:`run_main`
+
+* parses the flags itself: a bad flag value (``--alpha=abc``), an unknown flag and a config-file
+  problem (``--config`` missing, a syntax error in it, an unknown key in ``--config.key=value``)
+  are ONE line ``<prog>: error: <message>`` and exit code 2 (absl alone prints several lines
+  and exits 1);
+* checks every output path before any work (:func:`check_outputs`: the flags ``--json_out``,
+  ``--plot_out``, any other ``--*_out``, ``--out``, ``--workdir`` ...), creating nothing;
+* turns a ``ValueError`` of ``main`` (the library's one-line input errors) into the same usage
+  error, exit 2, and any other exception into one line naming it with ``rerun with
+  --verbosity=1 for the traceback``, exit 1 (``--verbosity=1`` shows the traceback);
+* keeps the log quiet: JAX's backend probing (``Unable to initialize backend 'rocm'``, ``failed
+  call to cuInit``, ``No GPU/TPU found``) is filtered out (python-logging filters on
+  ``jax._src.xla_bridge`` and friends, ``TF_CPP_MIN_LOG_LEVEL`` raised to 2 before the backend
+  starts), and so is what TensorFlow's C++ side prints while it is imported (``Could not find
+  cuda drivers``, ``oneDNN custom operations are on``: absl C++ logging, which ignores
+  ``TF_CPP_MIN_LOG_LEVEL``); ``--verbosity=1`` restores everything.
+
+Exit codes: 0 success, 1 a failed run, 2 bad input.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import difflib
+import importlib.abc
+import importlib.util
 import json
+import logging as pylogging
 import os
+import re
 import sys
-from typing import Any, Callable
+import tempfile
+import traceback
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
-def run_main(main: Callable[[list[str]], Any]) -> None:
-  """``absl.app.run(main)`` where a ``ValueError`` becomes a one-line usage error (exit 2).
+# Flags holding an output FILE (besides any flag ending in '_out') and an output DIRECTORY.
+OUTPUT_FILE_FLAGS = ('out', 'output', 'output_file')
+OUTPUT_DIR_FLAGS = ('workdir', 'output_dir', 'out_dir', 'logdir')
 
-  So does a missing optional package (:class:`ce_jax._optional.MissingExtraError`, which names
-  the extra to install).
+# Loggers whose records below WARNING are backend probing / compilation chatter, and the
+# warnings of theirs that are probing noise too (each printed by every run on a CPU machine).
+_NOISY_LOGGERS = ('jax._src.xla_bridge', 'jax._src.dispatch', 'jax._src.compiler',
+                  'jax._src.cache_key', 'jax._src.compilation_cache', 'jax._src.distributed',
+                  'jax._src.interpreters.pxla', 'jax.experimental.compilation_cache')
+_PROBE_NOISE = re.compile(
+    r'Unable to initialize backend|failed call to cuInit|No GPU/TPU found|falling back to cpu|'
+    r'GPU may be present|CUDA-enabled jaxlib|libtpu|TPU backend|Platform .* is experimental|'
+    r'cuda_dnn|rocm|ROCm', re.IGNORECASE)
+
+
+def prog_name() -> str:
+  return os.path.basename(sys.argv[0] or 'ce_jax')
+
+
+def one_line(text: Any) -> str:
+  """The message of an error on one line.
+
+  A message holding a traceback (e.g. ml_collections' config errors) keeps its first line and
+  the traceback's last one (the exception itself); other multi-line messages keep their first
+  non-empty line.
   """
-  from absl import app
+  text = str(text)
+  lines = [l.strip() for l in text.splitlines() if l.strip()]
+  if not lines:
+    return ''
+  if 'Traceback (most recent call last)' in text:
+    head = text.split('Traceback (most recent call last)')[0].strip().splitlines()
+    head = ' '.join(l.strip() for l in head if l.strip()).rstrip(':')
+    return f'{head}: {lines[-1]}' if head else lines[-1]
+  return lines[0]
+
+
+def usage_error(message: Any, prog: str | None = None) -> None:
+  """Prints ``<prog>: error: <message>`` (one line) and exits with code 2."""
+  sys.stdout.flush()
+  print(f'{prog or prog_name()}: error: {one_line(message)}', file=sys.stderr, flush=True)
+  sys.exit(EXIT_USAGE)
+
+
+# ---------------------------------------------------------------------------------------------
+# Quiet logs
+
+
+def _argv_verbosity(argv: Sequence[str]) -> int:
+  """``--verbosity`` / ``-v`` from a raw argv (before the flags are parsed); 0 if absent."""
+  value = None
+  args = list(argv[1:])
+  for i, a in enumerate(args):
+    if a == '--':
+      break
+    m = re.match(r'^--?(?:verbosity|v)(?:=(.*))?$', a)
+    if m:
+      value = m.group(1) if m.group(1) is not None else (args[i + 1] if i + 1 < len(args)
+                                                        else None)
+  names = {'debug': 1, 'info': 0, 'warning': -1, 'warn': -1, 'error': -2, 'fatal': -3}
+  if value is None:
+    return 0
+  try:
+    return int(value)
+  except ValueError:
+    return names.get(str(value).lower(), 0)
+
+
+def quiet_native_logs(argv: Sequence[str] | None = None) -> None:
+  """Raises ``TF_CPP_MIN_LOG_LEVEL`` to 2 (XLA/TensorFlow C++ logs: warnings and info off)
+  unless ``--verbosity >= 1`` is asked for. Must run before the backend starts."""
+  if _argv_verbosity(sys.argv if argv is None else argv) >= 1:
+    return
+  try:
+    level = int(os.environ.get('TF_CPP_MIN_LOG_LEVEL', '0'))
+  except ValueError:
+    level = 0
+  os.environ['TF_CPP_MIN_LOG_LEVEL'] = str(max(level, 2))
+
+
+class _ProbeNoiseFilter(pylogging.Filter):
+  """Drops JAX's backend-probing and compilation chatter (kept: real warnings and errors)."""
+
+  def filter(self, record: pylogging.LogRecord) -> bool:
+    name = record.name or ''
+    if not (name in _NOISY_LOGGERS or name.startswith('jax._src.')):
+      return True
+    if record.levelno < pylogging.WARNING:
+      return False
+    if record.levelno >= pylogging.ERROR:
+      return True
+    try:
+      message = record.getMessage()
+    except Exception:  # pylint: disable=broad-except
+      return True
+    return not _PROBE_NOISE.search(message)
+
+
+_FILTER = _ProbeNoiseFilter()
+
+# What TensorFlow's C++ side prints while it is imported (absl C++ logging, which ignores
+# TF_CPP_MIN_LOG_LEVEL in recent releases): dropped from stderr in the quiet default log.
+_NATIVE_NOISE = re.compile(
+    r'All log messages before absl::InitializeLog|oneDNN custom operations are on|'
+    r'Could not find cuda drivers|cudart_stub|failed call to cuInit|cuda_(driver|executor|dnn|'
+    r'fft|blas)|Unable to register cu(DNN|FFT|BLAS) factory|Attempting to register factory|'
+    r'TF-TRT Warning|This TensorFlow binary is optimized|rebuild TensorFlow with the appropriate|'
+    r'computation placer already registered|absl::InitializeLog|Unable to initialize backend')
+_QUIET_IMPORTS = ('tensorflow',)
+
+
+@contextlib.contextmanager
+def filtered_native_stderr(pattern: re.Pattern = _NATIVE_NOISE):
+  """Captures what C/C++ code writes to file descriptor 2 inside the block and writes back
+  the lines that do not match ``pattern`` (backend and library start-up noise)."""
+  try:
+    sys.stderr.flush()
+    saved = os.dup(2)
+  except (OSError, ValueError, AttributeError):
+    yield
+    return
+  with tempfile.TemporaryFile() as tmp:
+    os.dup2(tmp.fileno(), 2)
+    try:
+      yield
+    finally:
+      try:
+        sys.stderr.flush()
+      except (OSError, ValueError):
+        pass
+      os.dup2(saved, 2)
+      os.close(saved)
+      tmp.seek(0)
+      kept = [l for l in tmp.read().decode(errors='replace').splitlines(keepends=True)
+              if not pattern.search(l)]
+      if kept:
+        sys.stderr.write(''.join(kept))
+        sys.stderr.flush()
+
+
+class _QuietImportFinder(importlib.abc.MetaPathFinder):
+  """Imports the modules of ``_QUIET_IMPORTS`` (their first import) inside
+  :func:`filtered_native_stderr`."""
+
+  def __init__(self, names):
+    self.names = set(names)
+    self._busy = False
+
+  def find_spec(self, fullname, path, target=None):  # pylint: disable=unused-argument
+    if fullname not in self.names or self._busy:
+      return None
+    self._busy = True
+    try:
+      spec = importlib.util.find_spec(fullname)
+    finally:
+      self._busy = False
+    if spec is None or spec.loader is None or not hasattr(spec.loader, 'exec_module'):
+      return spec
+    spec.loader = _QuietLoader(spec.loader, lambda: self.names.discard(fullname))
+    return spec
+
+
+class _QuietLoader(importlib.abc.Loader):
+
+  def __init__(self, loader, done):
+    self._loader = loader
+    self._done = done
+
+  def create_module(self, spec):
+    return self._loader.create_module(spec)
+
+  def exec_module(self, module):
+    self._done()   # a find_spec alone (``is it installed?``) does not count as the import
+    with filtered_native_stderr():
+      self._loader.exec_module(module)
+
+  def __getattr__(self, name):
+    return getattr(self._loader, name)
+
+
+_QUIET = [False]   # set by run_main: the quiet default log is on
+
+
+@contextlib.contextmanager
+def native_noise_filtered():
+  """:func:`filtered_native_stderr` when a binary runs with the quiet default log (see
+  :func:`run_main`), else nothing: for library calls that make TensorFlow probe for devices."""
+  if not _QUIET[0]:
+    yield
+    return
+  with filtered_native_stderr():
+    yield
+
+
+def quiet_native_imports() -> None:
+  """Installs the import hook of :func:`filtered_native_stderr` for TensorFlow (once)."""
+  if any(isinstance(f, _QuietImportFinder) for f in sys.meta_path):
+    return
+  names = [n for n in _QUIET_IMPORTS if n not in sys.modules]
+  if names:
+    sys.meta_path.insert(0, _QuietImportFinder(names))
+
+
+def configure_logging(verbosity: int = 0) -> None:
+  """The quiet default log (``verbosity <= 0``): JAX's probing noise filtered on its loggers
+  and on the absl/root handlers; ``verbosity >= 1`` removes the filters again."""
+  loggers = [pylogging.getLogger(n) for n in _NOISY_LOGGERS]
+  handlers = list(pylogging.getLogger().handlers)
+  try:
+    from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+    handlers.append(absl_logging.get_absl_handler())
+  except Exception:  # pylint: disable=broad-except
+    pass
+  for obj in loggers + handlers:
+    if verbosity >= 1:
+      obj.removeFilter(_FILTER)
+    elif _FILTER not in obj.filters:
+      obj.addFilter(_FILTER)
+
+
+# ---------------------------------------------------------------------------------------------
+# Output paths
+
+
+def _nearest_existing(path: str) -> str:
+  p = path
+  while not os.path.lexists(p):
+    parent = os.path.dirname(p)
+    if parent == p:
+      break
+    p = parent
+  return p
+
+
+def check_output_dir(path: str | None, flag: str = '--workdir') -> str | None:
+  """Checks, creating nothing, that directory ``path`` exists or can be created and written.
+
+  Returns it absolute (None for an empty value). Raises a one-line ``ValueError`` when it, or
+  one of its parents, is a file, or when its nearest existing parent cannot be written.
+  """
+  if path is None or path == '':
+    return None
+  full = os.path.abspath(os.path.expanduser(str(path)))
+  base = _nearest_existing(full)
+  if not os.path.isdir(base):
+    where = 'is a file' if base == full else f'is under a file ({base})'
+    raise ValueError(f'{flag}={path} {where}, not a directory')
+  if not os.access(base, os.W_OK | os.X_OK):
+    raise ValueError(f'{flag}={path}: the directory {base} is not writable')
+  return full
+
+
+def check_output_file(path: str | None, flag: str) -> str | None:
+  """Checks, creating nothing, that file ``path`` can be written: it is not a directory, its
+  parent exists or can be created (no file on the way) and is writable. Returns it absolute."""
+  if path is None or path == '':
+    return None
+  path = str(path)
+  full = os.path.abspath(os.path.expanduser(path))
+  if path.endswith(('/', os.sep)) or os.path.isdir(full):
+    raise ValueError(f'{flag}={path} is a directory; give a file name')
+  if os.path.lexists(full) and not os.access(full, os.W_OK):
+    raise ValueError(f'{flag}={path} exists and is not writable')
+  parent = os.path.dirname(full)
+  base = _nearest_existing(parent)
+  if not os.path.isdir(base):
+    raise ValueError(f'{flag}={path}: its directory cannot be created, {base} is a file')
+  if not os.access(base, os.W_OK | os.X_OK):
+    raise ValueError(f'{flag}={path}: the directory {base} is not writable')
+  return full
+
+
+def output_flags(flag_values=None) -> tuple[list[str], list[str]]:
+  """Names of the defined string flags that hold output files and output directories."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  fv = flags.FLAGS if flag_values is None else flag_values
+  files, dirs = [], []
+  for name in sorted(fv):
+    flag = fv[name]
+    if name != flag.name or flag.flag_type() != 'string':
+      continue
+    if name in OUTPUT_DIR_FLAGS:
+      dirs.append(name)
+    elif name.endswith('_out') or name in OUTPUT_FILE_FLAGS:
+      files.append(name)
+  return files, dirs
+
+
+def check_outputs(files: Iterable[str] | None = None, dirs: Iterable[str] | None = None,
+                  flag_values=None) -> dict[str, str]:
+  """Validates the output-path flags before any work (one-line ``ValueError``); creates nothing.
+
+  Args:
+    files, dirs: flag names holding output files / directories; by default every string flag
+      ending in ``_out`` (and ``--out``, ``--output``) and ``--workdir``, ``--output_dir`` ...
+    flag_values: the absl ``FlagValues`` (parsed), default ``flags.FLAGS``.
+
+  Returns:
+    ``{flag name: absolute path}`` of the outputs given. Two outputs naming the same file are
+    refused (one would overwrite the other).
+  """
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  fv = flags.FLAGS if flag_values is None else flag_values
+  auto_files, auto_dirs = output_flags(fv)
+  files = auto_files if files is None else list(files)
+  dirs = auto_dirs if dirs is None else list(dirs)
+  out, seen = {}, {}
+  for name in dirs:
+    full = check_output_dir(fv[name].value, f'--{name}')
+    if full:
+      out[name] = full
+  for name in files:
+    full = check_output_file(fv[name].value, f'--{name}')
+    if not full:
+      continue
+    if full in seen:
+      raise ValueError(f'--{seen[full]} and --{name} name the same file {fv[name].value}: one '
+                       f'would overwrite the other')
+    seen[full] = name
+    out[name] = full
+  return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Flags and config files
+
+
+def _config_keys(config) -> list[str]:
+  keys = []
+  try:
+    for k, v in config.items():
+      keys.append(str(k))
+      if hasattr(v, 'items') and not isinstance(v, dict):
+        keys += [f'{k}.{sub}' for sub in _config_keys(v)]
+  except Exception:  # pylint: disable=broad-except
+    pass
+  return keys
+
+
+def _unknown_config_key(fv, argv, error: BaseException) -> str | None:
+  """The one-line message for ``--config.typo=1`` (ml_collections raises a bare KeyError or
+  AttributeError naming the key), with the closest valid keys; None if not such a case."""
+  text = str(error).replace("\\'", "'").replace('\\n', '\n')
+  m = re.search(r'''['"]([\w.]+)['"]''', text)
+  key = m.group(1) if m else text.strip().strip('"\'')
+  if not key:
+    return None
+  suggested = re.findall(r'Did you mean "([\w.]+)"', text)
+  for name in sorted(fv):
+    if type(fv[name]).__name__ != '_ConfigFlag':
+      continue
+    for arg in argv[1:]:
+      m = re.match(rf'^--{re.escape(name)}\.([\w.]+)(=.*)?$', arg)
+      if not m or key not in m.group(1).split('.'):
+        continue
+      path = m.group(1)
+      hint = f' (did you mean {", ".join(suggested)}?)' if suggested else ''
+      source = next((a.split('=', 1)[1] for a in argv[1:] if a.startswith(f'--{name}=')), None)
+      if source and not hint:
+        try:
+          from absl import flags  # pylint: disable=g-import-not-at-top
+          from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+          probe = flags.FlagValues()
+          config_flags.DEFINE_config_file(name, None, '', flag_values=probe)
+          probe(['probe', f'--{name}={source}'])
+          close = difflib.get_close_matches(path, _config_keys(probe[name].value), n=3)
+          if close:
+            hint = f' (did you mean {", ".join(close)}?)'
+        except Exception:  # pylint: disable=broad-except
+          pass
+      return f'{arg}: the config has no key {path!r}{hint}'
+  return None
+
+
+def _config_arg(fv, argv) -> str | None:
+  """The ``--config=PATH`` argument of a config-file flag, if any."""
+  for a in argv[1:]:
+    for n in fv:
+      if type(fv[n]).__name__ == '_ConfigFlag' and a.startswith(f'--{n}='):
+        return a
+  return None
+
+
+def _check_config_files(fv, argv) -> None:
+  """A config file that does not exist: one line naming it (ml_collections says only
+  'Failed loading config file')."""
+  for a in argv[1:]:
+    for n in fv:
+      if type(fv[n]).__name__ == '_ConfigFlag' and a.startswith(f'--{n}='):
+        path = a.split('=', 1)[1].split(':', 1)[0]
+        if not path:
+          raise ValueError(f'{a}: give a config file, e.g. --{n}=experiments/configs/digits.py')
+        if not os.path.isfile(path):
+          what = 'is a directory' if os.path.isdir(path) else 'does not exist'
+          raise ValueError(f'{a}: the config file {path} {what}')
+
+
+def _check_config_values(fv) -> None:
+  """Config flags whose file could not be loaded (ml_collections defers that error)."""
+  for name in sorted(fv):
+    flag = fv[name]
+    value = flag.value
+    if type(value).__name__ == '_ErrorConfig':
+      err = object.__getattribute__(value, '_error')
+      given = next((a for a in sys.argv[1:] if a.startswith(f'--{name}=')), f'--{name}')
+      raise ValueError(f'{given}: cannot load the config file: {one_line(err)}')
+    if type(flag).__name__ == '_ConfigFlag' and flag.present and value is None:
+      raise ValueError(f'--{name}={flag.serialize().split("=", 1)[-1]}: get_config() returned '
+                       'None (a missing return statement?)')
+
+
+def parse_flags(argv: Sequence[str]) -> list[str]:
+  """``flags.FLAGS(argv)`` with every error (bad value, unknown flag, config file) as a usage
+  error: one line, exit code 2. Returns the remaining arguments (program name first)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  fv = flags.FLAGS
+  argv = list(argv)
+  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+  logger = absl_logging.get_absl_logger()
+  level = logger.level
+  logger.setLevel(pylogging.ERROR)  # config loaders warn before the error we report
+  try:
+    _check_config_files(fv, argv)
+    rest = fv(argv)
+    _check_config_values(fv)
+    return rest
+  except SystemExit as e:  # --help and friends: absl exits 1 after printing the help
+    asked = any(a in ('-h', '-?') or re.match(r'^--help(short|full|xml)?$', a)
+                for a in argv[1:])
+    if asked and e.code == 1:
+      sys.exit(EXIT_OK)
+    raise
+  except flags.Error as e:
+    usage_error(e)
+  except (KeyError, AttributeError) as e:
+    given = _config_arg(fv, argv)
+    if given and 'get_config' in str(e):
+      usage_error(f'{given}: cannot load the config file: it defines no get_config()')
+    usage_error(_unknown_config_key(fv, argv, e) or f'{type(e).__name__}: {one_line(e)}')
+  except ValueError as e:
+    usage_error(e)
+  except Exception as e:  # pylint: disable=broad-except  (a config file that fails to import)
+    given = _config_arg(fv, argv)
+    where = f'{given}: cannot load the config file: ' if given else ''
+    usage_error(f'{where}{type(e).__name__}: {one_line(e)}')
+  finally:
+    logger.setLevel(level)
+  return []  # not reached
+
+
+# ---------------------------------------------------------------------------------------------
+# main
+
+
+def run_main(main: Callable[[list[str]], Any], *, check_output_paths: bool = True,
+             allow_args: bool = False) -> None:
+  """Runs ``main(argv)`` as a binary: flags parsed here, outputs checked, errors one line.
+
+  Exit codes: 0 success; 2 bad input (a flag, a config file, an output path, or a
+  ``ValueError`` / :class:`ce_jax._optional.MissingExtraError` raised by ``main``); 1 any other
+  exception (one line ending ``rerun with --verbosity=1 for the traceback``; with
+  ``--verbosity=1`` the traceback is printed). ``check_output_paths``: validate every
+  output-path flag (:func:`check_outputs`) before ``main`` runs. ``allow_args``: positional
+  arguments reach ``main``; by default they are a usage error.
+  """
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
 
   from ce_jax import _optional  # pylint: disable=g-import-not-at-top
 
-  def wrapped(argv):
-    try:
-      return main(argv)
-    except (ValueError, _optional.MissingExtraError) as e:
-      print(f'{os.path.basename(sys.argv[0])}: error: {e}', file=sys.stderr)
-      sys.exit(2)
+  quiet_native_logs()
+  if _argv_verbosity(sys.argv) < 1:
+    _QUIET[0] = True
+    quiet_native_imports()   # before the flags: a config file may import TensorFlow
+  prog = prog_name()
 
-  try:
-    app.run(wrapped)
-  except app.UsageError as e:  # unknown flags / bad flag values are already one line
-    print(f'{os.path.basename(sys.argv[0])}: error: {e}', file=sys.stderr)
-    sys.exit(2)
+  def verbosity() -> int:
+    try:
+      return int(flags.FLAGS['verbosity'].value or 0)
+    except Exception:  # pylint: disable=broad-except
+      return 0
+
+  def wrapped(argv):
+    configure_logging(verbosity())
+    _QUIET[0] = verbosity() < 1
+    try:
+      if len(argv) > 1 and not allow_args:
+        raise ValueError(f'unexpected arguments: {" ".join(argv[1:])}')
+      if check_output_paths:
+        check_outputs()
+      return main(argv)
+    except SystemExit:
+      raise
+    except (ValueError, _optional.MissingExtraError, app.UsageError) as e:
+      if verbosity() >= 1:
+        traceback.print_exc()
+      usage_error(e, prog)
+    except KeyboardInterrupt:
+      sys.stdout.flush()
+      print(f'{prog}: error: interrupted', file=sys.stderr, flush=True)
+      sys.exit(130)
+    except Exception as e:  # pylint: disable=broad-except
+      if verbosity() >= 1:
+        raise
+      sys.stdout.flush()
+      text = one_line(e)
+      print(f'{prog}: error: {type(e).__name__}{": " + text if text else ""}; rerun with '
+            '--verbosity=1 for the traceback', file=sys.stderr, flush=True)
+      sys.exit(EXIT_FAILED)
+
+  app.run(wrapped, flags_parser=parse_flags)
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON
 
 
 def _to_jsonable(obj: Any) -> Any:
@@ -65,3 +589,9 @@ def write_json(path: str | None, payload: dict) -> None:
 def ensure_parent(path: str | None) -> None:
   if path:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+
+
+def print_warnings(warnings: Iterable[str], prog: str | None = None) -> None:
+  """Prints each warning as one line ``<prog>: warning: <text>`` on stderr."""
+  for w in warnings:
+    print(f'{prog or prog_name()}: warning: {w}', file=sys.stderr, flush=True)

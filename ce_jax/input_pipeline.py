@@ -203,12 +203,16 @@ def eval_steps(info: DatasetInfo, global_batch_size: int, process_count: int = 1
 
 def _tf():
   """Imports TensorFlow, hiding accelerators from it (they belong to JAX)."""
-  tf = _optional.require('tensorflow', 'data', what='ce_jax.input_pipeline (tf.data)')
-  try:
-    tf.config.set_visible_devices([], 'GPU')
-    tf.config.set_visible_devices([], 'TPU')
-  except (RuntimeError, ValueError):  # already initialized, or no such device type
-    pass
+  from ce_jax import cli  # pylint: disable=g-import-not-at-top
+  # In a binary's quiet default log, TensorFlow's device probing ('failed call to cuInit',
+  # 'Could not find cuda drivers') is dropped from stderr.
+  with cli.native_noise_filtered():
+    tf = _optional.require('tensorflow', 'data', what='ce_jax.input_pipeline (tf.data)')
+    try:
+      tf.config.set_visible_devices([], 'GPU')
+      tf.config.set_visible_devices([], 'TPU')
+    except (RuntimeError, ValueError):  # already initialized, or no such device type
+      pass
   return tf
 
 

@@ -35,12 +35,17 @@ outputs with the batch on axis 0 (or ``vmap_axes``' output axis). ``vmap_axes`` 
 ``O(N)`` instead of ``O(N^2)`` and is what makes the ``'jax'`` and ``'nt'`` paths fast: pass it.
 
 Functions return jitted callables; inputs are validated outside ``jit`` (finite, matching
-shapes) with one-line ``ValueError``\\ s.
+shapes) with one-line ``ValueError``\\ s, and so are the parameters: with ``'structured'``
+(what ``'auto'`` picks for a dense model's ``apply``) every kernel is checked against the
+model's fields (``widths``, ``num_outputs``, ``m`` and the input dimension of ``x``); with
+``'jax'``/``'nt'`` the parameters must trace through ``apply_fn`` on one input
+(``jax.eval_shape``, once per parameter shapes), a mismatch naming the leaf and its shapes.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any, Callable, Sequence
 
 import jax
@@ -52,7 +57,7 @@ from ce_jax.models import dense as _dense
 
 __all__ = ['BACKENDS', 'IMPLEMENTATIONS', 'available_backends', 'empirical_ntk_fn',
            'ensemble_ntk_fn', 'ntk_diagonal_fn', 'ensemble_ntk_diagonal_fn',
-           'structured_applies', 'resolve_backend']
+           'structured_applies', 'resolve_backend', 'check_structured_params']
 
 BACKENDS = ('auto', 'nt', 'jax', 'structured')
 # neural-tangents' STRUCTURED_DERIVATIVES is not offered: it fails on jax 0.5.3 (it uses the
@@ -149,6 +154,13 @@ def _norm_vmap_axes(vmap_axes) -> tuple[int, int] | None:
                    f'got {vmap_axes!r}')
 
 
+def _vaxes_or_none(vmap_axes):
+  try:
+    return _norm_vmap_axes(vmap_axes)
+  except ValueError:  # a pytree of axes only neural-tangents understands
+    return None
+
+
 def _check_inputs(x1, x2, batch_axis: int = 0):
   _validate.finite_array('x1', x1)
   if np.ndim(x1) < 1:
@@ -163,6 +175,166 @@ def _check_inputs(x1, x2, batch_axis: int = 0):
     if s1 != s2:
       raise ValueError(f'x1 and x2 must match except along the batch axis {batch_axis}, got '
                        f'shapes {np.shape(x1)} and {np.shape(x2)}')
+
+
+# --------------------------------------------------------------------------------------------
+# Parameters that do not match the model: one line instead of a deep traceback (or, for the
+# closed form, which reads the kernels only, instead of a kernel of another model).
+
+
+def _model_label(model) -> str:
+  m = f'm={model.m}, ' if isinstance(model, _dense.DenseEnsemble) else ''
+  return (f'{type(model).__name__}({m}widths={tuple(model.widths)}, '
+          f'num_outputs={model.num_outputs})')
+
+
+def _has_keys(tree) -> bool:
+  return hasattr(tree, 'keys') and hasattr(tree, '__getitem__')
+
+
+def check_structured_params(model, params, input_dim: int, stacked: bool = False) -> None:
+  """Raises a one-line ``ValueError`` unless ``params`` are parameters of ``model`` (a
+  DenseMember/DenseEnsemble) on inputs of dimension ``input_dim``.
+
+  ``stacked``: every leaf carries a leading axis (members or initializations), stripped before
+  the comparison. Checks the layer names and every kernel's shape.
+  """
+  label = _model_label(model)
+  ensemble = isinstance(model, _dense.DenseEnsemble)
+  wrapped = _has_keys(params) and 'params' in params
+  p = params['params'] if wrapped else params
+  prefix = "params['params']" if wrapped else 'params'
+  depth = model.depth
+  names = [f'layer_{i}' for i in range(depth)]
+  if not _has_keys(p):
+    raise ValueError(f'params must be the parameters of {label} ({{"params": {{"layer_0": '
+                     f'...}}}}), got {type(params).__name__}')
+  missing = [n for n in names if n not in p]
+  extra = sorted(str(k) for k in p if k not in names)
+  if missing or extra:
+    parts = ([f'no {", ".join(missing)}'] if missing else []) + (
+        [f'unexpected {", ".join(extra)}'] if extra else [])
+    raise ValueError(f'{prefix} do not match {label} (layers {names[0]}..{names[-1]}): '
+                     f'{"; ".join(parts)}')
+  dims = (int(input_dim),) + tuple(int(w) for w in model.widths) + (int(model.num_outputs),)
+  for i, name in enumerate(names):
+    layer = p[name]
+    if not _has_keys(layer) or 'kernel' not in layer:
+      raise ValueError(f"{prefix}['{name}'] must hold a 'kernel' ({label}), got "
+                       f'{sorted(layer) if _has_keys(layer) else type(layer).__name__}')
+    others = sorted(str(k) for k in layer if k != 'kernel')
+    if others:
+      raise ValueError(f"{prefix}['{name}'] has {', '.join(others)} besides 'kernel': not a "
+                       f'{label} (no biases)')
+    shape = tuple(int(d) for d in np.shape(layer['kernel']))
+    want = ((model.m,) if ensemble else ()) + (dims[i], dims[i + 1])
+    have = shape[1:] if stacked else shape
+    if stacked and not shape:
+      raise ValueError(f"{prefix}['{name}']['kernel'] has shape (): stacked parameters need a "
+                       f'leading axis')
+    if have != want:
+      what = f'{shape} (per member {have})' if stacked else f'{shape}'
+      per = ' per member' if stacked else ''
+      raise ValueError(f"{prefix}['{name}']['kernel'] has shape {what}, but {label} on "
+                       f'inputs of dimension {input_dim} expects {want}{per}')
+
+
+def _flax_module(apply_fn):
+  """The Flax module whose bound ``apply`` is ``apply_fn``, else None."""
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  module = getattr(apply_fn, '__self__', None)
+  if isinstance(module, nn.Module) and getattr(apply_fn, '__name__', '') == 'apply':
+    return module
+  return None
+
+
+def _leaf_summary(params, limit: int = 6) -> str:
+  flat = jax.tree_util.tree_flatten_with_path(params)[0]
+  items = [f'{jax.tree_util.keystr(path)}: {tuple(np.shape(leaf))}' for path, leaf in
+           flat[:limit]]
+  more = f', ... ({len(flat)} leaves)' if len(flat) > limit else ''
+  return '{' + ', '.join(items) + more + '}'
+
+
+def _trace_error(e: BaseException, params, x_shape, apply_fn) -> str:
+  text = str(e)
+  first = (text.strip().splitlines() or [''])[0]
+  name = type(e).__name__
+  m = re.search(r'expected to generate shape (\([^)]*\)) but got shape (\([^)]*\)) instead '
+                r'for parameter "([^"]+)" in "([^"]*)"', text)
+  who = 'the model' if _flax_module(apply_fn) is None else _module_label(apply_fn)
+  if m:
+    given, want, leaf, scope = m.groups()
+    path = '/'.join(p for p in scope.split('/') if p) + ('/' if scope.strip('/') else '') + leaf
+    return f"params: the parameter '{path}' has shape {given}, but {who} expects {want}"
+  m = re.search(r'Could not find parameter named "([^"]+)" in scope "([^"]*)"', text)
+  if m:
+    leaf, scope = m.groups()
+    path = '/'.join(p for p in scope.split('/') if p) + ('/' if scope.strip('/') else '') + leaf
+    return f"params: no parameter '{path}', which {who} needs (params {_leaf_summary(params)})"
+  first = re.sub(r'\s*\(https?://\S+\)', '', first)
+  return (f'params do not fit apply_fn on inputs of shape {tuple(x_shape)}: {name}: {first} '
+          f'(params {_leaf_summary(params)})')
+
+
+def _module_label(apply_fn) -> str:
+  module = _flax_module(apply_fn)
+  if isinstance(module, (_dense.DenseMember, _dense.DenseEnsemble)):
+    return _model_label(module)
+  return type(module).__name__ if module is not None else 'apply_fn'
+
+
+def _struct(leaf, strip: bool):
+  shape = tuple(np.shape(leaf))
+  dtype = getattr(leaf, 'dtype', None)
+  if dtype is None:
+    dtype = jnp.result_type(leaf)
+  return jax.ShapeDtypeStruct(shape[1:] if strip else shape, dtype)
+
+
+def _param_checker(apply_fn, backend: str, stacked: bool, in_ax: int, per_example: bool):
+  """``check(params, x)``: raises a one-line ``ValueError`` when ``params`` do not match
+  ``apply_fn`` (see the module docstring); each parameter signature is traced once."""
+  if backend == 'structured':
+    model = _dense_model(apply_fn)
+
+    def check_structured(params, x):
+      if np.ndim(x) != 2:
+        raise ValueError(f'x (the inputs of {_model_label(model)}) must be (N, d), got shape '
+                         f'{tuple(np.shape(x))}')
+      check_structured_params(model, params, int(np.shape(x)[-1]), stacked=stacked)
+
+    return check_structured
+  seen = set()
+
+  def check_traces(params, x):
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    if stacked:
+      if not leaves:
+        raise ValueError('stacked params must contain at least one array, got an empty tree')
+      bad = [tuple(np.shape(l)) for l in leaves if not np.ndim(l)]
+      if bad:
+        raise ValueError(f'stacked params need a leading axis on every leaf, got a leaf of '
+                         f'shape () (params {_leaf_summary(params)})')
+    x_shape = list(np.shape(x))
+    if per_example:
+      x_shape[in_ax] = 1
+    x_dtype = getattr(x, 'dtype', None) or jnp.result_type(x)
+    sig = (treedef, tuple((tuple(np.shape(l)), str(getattr(l, 'dtype', type(l))))
+                          for l in leaves), tuple(x_shape), str(x_dtype))
+    if sig in seen:
+      return
+    structs = [_struct(l, stacked) for l in leaves]
+    p_struct = jax.tree_util.tree_unflatten(treedef, structs)
+    try:
+      jax.eval_shape(apply_fn, p_struct, jax.ShapeDtypeStruct(tuple(x_shape), x_dtype))
+    except Exception as e:  # pylint: disable=broad-except
+      raise ValueError(_trace_error(e, jax.tree_util.tree_unflatten(treedef, structs),
+                                    x_shape, apply_fn)) from None
+    if len(seen) < 64:
+      seen.add(sig)
+
+  return check_traces
 
 
 # --------------------------------------------------------------------------------------------
@@ -380,11 +552,14 @@ def empirical_ntk_fn(apply_fn: ApplyFn, *, backend: str = 'auto',
   Returns:
     ``ntk_fn(x1, x2=None, params)``; ``x2=None`` means ``x2 = x1``.
   """
-  core, in_ax, _ = _ntk_core(apply_fn, backend, implementation, vmap_axes, trace_axes)
+  core, in_ax, resolved = _ntk_core(apply_fn, backend, implementation, vmap_axes, trace_axes)
   jitted = jax.jit(core)
+  check = _param_checker(apply_fn, resolved, False, in_ax,
+                         per_example=_vaxes_or_none(vmap_axes) is not None)
 
   def ntk_fn(x1, x2, params):
     _check_inputs(x1, x2, in_ax)
+    check(params, x1)
     return jitted(x1, x2, params)
 
   return ntk_fn
@@ -425,9 +600,13 @@ def ensemble_ntk_fn(member_apply_fn: ApplyFn, *, backend: str = 'auto',
       per = jax.lax.map(lambda p: core(x1, x2, p), stacked_params, batch_size=size)
     return jnp.mean(per, axis=0)
 
+  check = _param_checker(member_apply_fn, resolved, True, in_ax,
+                         per_example=_vaxes_or_none(vmap_axes) is not None)
+
   def fn(x1, x2, stacked_params):
     _check_inputs(x1, x2, in_ax)
     _dense.num_members(stacked_params)  # validates the leading member axis
+    check(stacked_params, x1)
     return mean_ntk(x1, x2, stacked_params)
 
   return fn
@@ -543,11 +722,13 @@ def ntk_diagonal_fn(apply_fn: ApplyFn, *, backend: str = 'auto', vmap_axes: Any 
     return jax.lax.map(lambda xi: core(xi[None], params)[0], x, batch_size=size)
 
   jitted = jax.jit(run)
+  check = _param_checker(apply_fn, resolved, stacked, in_ax, per_example=True)
 
   def fn(x, params):
     _check_inputs(x, None, in_ax)
     if stacked:
       _dense.num_members(params)
+    check(params, x)
     return jitted(x, params)
 
   return fn
@@ -559,12 +740,14 @@ def ensemble_ntk_diagonal_fn(member_apply_fn: ApplyFn, *, backend: str = 'auto',
 
   ``K_e(x, x) = (1/m) sum_j K(x, x; theta_j)`` over the leading member axis.
   """
-  core, in_ax, _ = _diag_core(member_apply_fn, backend, vmap_axes, trace_axes)
+  core, in_ax, resolved = _diag_core(member_apply_fn, backend, vmap_axes, trace_axes)
   jitted = jax.jit(lambda x, sp: jnp.mean(jax.vmap(core, in_axes=(None, 0))(x, sp), axis=0))
+  check = _param_checker(member_apply_fn, resolved, True, in_ax, per_example=True)
 
   def fn(x, stacked_params):
     _check_inputs(x, None, in_ax)
     _dense.num_members(stacked_params)
+    check(stacked_params, x)
     return jitted(x, stacked_params)
 
   return fn

@@ -274,6 +274,9 @@ def member_problem(member: Member, baseline_width, baseline_m: int = 1, *,
   base_vec = member_lib.width_vector(base)
   if candidates is None:
     max_width = _validate.positive_int('max_width', max_width)
+    # Every candidate holds its widths, counts, fan-in sums and curve values (about 64 float64).
+    _validate.fits_in_memory(f'max_width={max_width} ({max_width:,} candidate widths)',
+                             64.0 * 8 * max_width * (len(base_vec) + 1))
     grid = (np.arange(1, max_width + 1)[:, None] if scalar
             else _profile_grid(base_vec, max_width))
   else:
@@ -437,6 +440,12 @@ def _optima(problem: Problem, alpha: float, intercept: float = 0.0):
 def alpha_interval(alpha: float, alpha_stderr: float, confidence: float = 0.95) -> tuple:
   """The two-sided normal ``confidence`` interval of alpha, clipped to stay > 0."""
   from scipy import stats  # pylint: disable=g-import-not-at-top
+  alpha = _validate.finite_positive('alpha', alpha)
+  se = float(alpha_stderr)
+  if not (math.isfinite(se) and se >= 0):
+    raise ValueError(f'alpha_stderr must be a finite number >= 0, got {alpha_stderr!r}')
+  if not 0 < float(confidence) < 1:
+    raise ValueError(f'confidence must be in (0, 1), got {confidence!r}')
   z = float(stats.norm.ppf(0.5 + confidence / 2))
   lo = alpha - z * alpha_stderr
   return (max(lo, alpha * 1e-3), alpha + z * alpha_stderr)

@@ -22,6 +22,8 @@ top level has ``failed`` and ``no_progress`` (counts). Failed repetitions make t
 after writing the JSON, with one line; so do repetitions without progress under
 ``--fail_on_no_progress`` (the default; ``--nofail_on_no_progress`` only warns).
 ``<json_out>.lock`` is held while it runs. Exit codes: 0 done, 1 failed repetitions, 2 bad flags.
+The JSON is rewritten after every design (``complete: false``, the rows so far) and at the end
+(``complete: true``).
 """
 
 from __future__ import annotations
@@ -102,6 +104,33 @@ def main(argv):
         max_train, widths, ms)
 
 
+def run_designs(data, primal, dual, baseline, start, **kw):
+  """``ablation.run_ablation`` one design at a time, the JSON rewritten after each design
+  (``complete: false``, the rows so far) so that a run that stops keeps what it trained."""
+  from ce_jax import ablation  # pylint: disable=g-import-not-at-top
+  todo = [('primal', d) for d in primal] + [('dual', d) for d in dual]
+  rows, done = {'primal': [], 'dual': []}, {}
+  for i, (curve, d) in enumerate(todo):
+    if (d.m, d.n) not in done:  # a design on both curves trains once
+      part = ablation.run_ablation(data, [d], [], baseline=baseline, progress=None, **kw)
+      done[(d.m, d.n)] = part.primal[0]
+    r = done[(d.m, d.n)]
+    rows[curve].append(r)
+    logging.info('[%d/%d] %-6s m=%5d n=%4d params=%9d var_ratio=%7.3f test_error=%.4f+-%.4f '
+                 '(%.1fs)%s', i + 1, len(todo), curve, r.m, r.n, r.params, r.variance_ratio,
+                 r.test_error_mean, r.test_error_stderr, r.seconds,
+                 f' FAILED {len(r.failed_repetitions)}' if r.failed_repetitions else '')
+    cli.write_json(FLAGS.json_out, {
+        'complete': False, 'primal': [x._asdict() for x in rows['primal']],
+        'dual': [x._asdict() for x in rows['dual']], 'baseline': baseline._asdict(),
+        'config': {'dataset': FLAGS.dataset, 'alpha': FLAGS.alpha, 'seed': FLAGS.seed,
+                   **{k: v for k, v in kw.items() if k != 'seed'}},
+        'seconds': time.time() - start})
+  rho, p = ablation.spearman([r.variance_ratio for r in rows['primal']],
+                             [r.test_error_mean for r in rows['primal']])
+  return ablation.AblationResult(rows['primal'], rows['dual'], rho, p, baseline)
+
+
 def run(dataset, repetitions, epochs, alpha, baseline_width, depth, batch_size, lr, chunk,
         max_train, widths, ms):
   """Trains the designs, prints the table, writes the JSON and the figure; then fails (exit 1)
@@ -120,10 +149,9 @@ def run(dataset, repetitions, epochs, alpha, baseline_width, depth, batch_size, 
                'designs x %d repetitions x %d epochs', dataset, len(data.y_train),
                len(data.y_test), d_in, depth, baseline_width, baseline.params, len(primal),
                len(dual), repetitions, epochs)
-  result = ablation.run_ablation(data, primal, dual, depth=depth, repetitions=repetitions,
-                                 epochs=epochs, batch_size=batch_size, learning_rate=lr,
-                                 seed=FLAGS.seed, chunk=chunk, baseline=baseline,
-                                 progress=lambda s: logging.info('%s', s))
+  result = run_designs(data, primal, dual, baseline, start, depth=depth,
+                       repetitions=repetitions, epochs=epochs, batch_size=batch_size,
+                       learning_rate=lr, seed=FLAGS.seed, chunk=chunk)
   elapsed = time.time() - start
   rho_dual, _ = ablation.spearman([r.params for r in result.dual],
                                   [r.test_error_mean for r in result.dual])
@@ -145,6 +173,7 @@ def run(dataset, repetitions, epochs, alpha, baseline_width, depth, batch_size, 
   n_failed = sum(len(r.failed_repetitions) for r in designs)
   n_stalled = sum(len(r.no_progress) for r in designs)
   cli.write_json(FLAGS.json_out, {
+      'complete': True,
       'primal': [{k: getattr(r, k) for k in keys} for r in result.primal],
       'dual': [{k: getattr(r, k) for k in keys} for r in result.dual],
       'failed': n_failed, 'no_progress': n_stalled,

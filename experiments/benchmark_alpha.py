@@ -165,26 +165,26 @@ def run(cases, key, trials, chunk_size, rounds, log=print):
 
 
 def main(argv):
-  del argv
+  del argv  # positional arguments are refused by cli.run_main
+  # Every flag is checked, also those --quick replaces.
+  cases_arg = [c.strip() for c in FLAGS.cases if c.strip()]
+  trials = _validate.positive_int('trials', FLAGS.trials, minimum=2)
+  chunk_size = _validate.positive_int('chunk_size', FLAGS.chunk_size)
+  rounds = _validate.positive_int('rounds', FLAGS.rounds)
+  b_widths = _validate.int_list('bottleneck_widths', FLAGS.bottleneck_widths)
+  channels = _validate.positive_int('channels', FLAGS.channels)
+  d_widths = _validate.int_list('dense_widths', FLAGS.dense_widths)
+  depth = _validate.positive_int('depth', FLAGS.depth, minimum=2)
+  input_dim = _validate.positive_int('input_dim', FLAGS.input_dim)
+  if not cases_arg:
+    raise ValueError(f'cases must name at least one of {", ".join(CASES)}, got []')
+  for c in cases_arg:
+    _validate.choice('cases', c, CASES)
   if FLAGS.quick:
     cases_arg = list(CASES)
     trials, chunk_size, rounds = 8, 4, 1
     b_widths, channels = [4, 8], 16
     d_widths, depth, input_dim = [4, 8], 3, 16
-  else:
-    cases_arg = [c.strip() for c in FLAGS.cases if c.strip()]
-    trials = _validate.positive_int('trials', FLAGS.trials, minimum=2)
-    chunk_size = _validate.positive_int('chunk_size', FLAGS.chunk_size)
-    rounds = _validate.positive_int('rounds', FLAGS.rounds)
-    b_widths = _validate.int_list('bottleneck_widths', FLAGS.bottleneck_widths)
-    channels = _validate.positive_int('channels', FLAGS.channels)
-    d_widths = _validate.int_list('dense_widths', FLAGS.dense_widths)
-    depth = _validate.positive_int('depth', FLAGS.depth, minimum=2)
-    input_dim = _validate.positive_int('input_dim', FLAGS.input_dim)
-  if not cases_arg:
-    raise ValueError(f'cases must name at least one of {", ".join(CASES)}, got []')
-  for c in cases_arg:
-    _validate.choice('cases', c, CASES)
   key = jax.random.PRNGKey(FLAGS.seed)
   cases = []
   if 'bottleneck' in cases_arg:

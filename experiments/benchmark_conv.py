@@ -1,4 +1,4 @@
-"""Grouped 3x3 convolution, forward + backward: ce_jax GroupedConv vs stock flax vs torch (issue 6).
+"""Grouped 3x3 convolution, forward + backward: ce_jax GroupedConv vs stock flax vs torch.
 
 For each design ``G x w`` (G groups of w channels, C = G * w channels in and out): a 3x3 stride-1
 SAME convolution without bias on a ``(batch, size, size, C)`` input, timed as
@@ -185,14 +185,14 @@ def run(designs, batch, size, reps, stock_once_groups, use_torch, log=print):
 
 
 def main(argv):
-  del argv
+  del argv  # positional arguments are refused by cli.run_main
+  # Every flag is checked, also those --quick replaces.
+  designs = parse_designs(FLAGS.designs)
+  batch = _validate.positive_int('batch', FLAGS.batch)
+  size = _validate.positive_int('size', FLAGS.size, minimum=3)
+  reps = _validate.positive_int('reps', FLAGS.reps)
   if FLAGS.quick:
     designs, batch, size, reps = [(1, 8), (3, 4), (5, 2)], 2, 8, 2
-  else:
-    designs = parse_designs(FLAGS.designs)
-    batch = _validate.positive_int('batch', FLAGS.batch)
-    size = _validate.positive_int('size', FLAGS.size, minimum=3)
-    reps = _validate.positive_int('reps', FLAGS.reps)
   stock_once = _validate.positive_int('stock_once_groups', FLAGS.stock_once_groups)
   results, torch = run(designs, batch, size, reps, stock_once, not FLAGS.no_torch,
                        log=logging.info)

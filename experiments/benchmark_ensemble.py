@@ -243,23 +243,23 @@ def run(cases, reps, log=print):
 
 
 def main(argv):
-  del argv
-  if FLAGS.quick:
-    dense_m, widths, n_in, d_batch = 2, (4, 4), 8, 4
-    blocks, channels, b_batch, size, reps = [(2, 2), (4, 2)], 16, 2, 4, 2
-  else:
-    dense_m = _validate.positive_int('dense_m', FLAGS.dense_m, minimum=0)
-    widths = _validate.int_list('dense_widths', FLAGS.dense_widths)
-    n_in = _validate.positive_int('dense_input', FLAGS.dense_input)
-    d_batch = _validate.positive_int('dense_batch', FLAGS.dense_batch)
-    blocks = parse_blocks(FLAGS.blocks)
-    channels = _validate.positive_int('block_channels', FLAGS.block_channels)
-    b_batch = _validate.positive_int('block_batch', FLAGS.block_batch)
-    size = _validate.positive_int('block_size', FLAGS.block_size, minimum=3)
-    reps = _validate.positive_int('reps', FLAGS.reps)
+  del argv  # positional arguments are refused by cli.run_main
+  # Every flag is checked, also those --quick replaces.
+  dense_m = _validate.positive_int('dense_m', FLAGS.dense_m, minimum=0)
+  widths = _validate.int_list('dense_widths', FLAGS.dense_widths)
+  n_in = _validate.positive_int('dense_input', FLAGS.dense_input)
+  d_batch = _validate.positive_int('dense_batch', FLAGS.dense_batch)
+  blocks = parse_blocks(FLAGS.blocks)
+  channels = _validate.positive_int('block_channels', FLAGS.block_channels)
+  b_batch = _validate.positive_int('block_batch', FLAGS.block_batch)
+  size = _validate.positive_int('block_size', FLAGS.block_size, minimum=3)
+  reps = _validate.positive_int('reps', FLAGS.reps)
   lr = _validate.finite_positive('lr', FLAGS.lr)
   if not dense_m and not blocks:
     raise ValueError('nothing to run: dense_m is 0 and blocks is empty')
+  if FLAGS.quick:
+    dense_m, widths, n_in, d_batch = 2, (4, 4), 8, 4
+    blocks, channels, b_batch, size, reps = [(2, 2), (4, 2)], 16, 2, 4, 2
   cases = []
   if dense_m:
     cases.append(dense_case(dense_m, widths, n_in, d_batch, lr))

@@ -1,4 +1,4 @@
-"""Benchmark of the empirical NTK paths of ce_jax (issue 2 section 7, issue 6 section 3).
+"""Benchmark of the empirical NTK paths of ce_jax.
 
 For a collegial ensemble of ``m`` dense members (default m = 16, 64 -> 5 x 32 -> 1, 64 inputs):
 
@@ -8,7 +8,7 @@ For a collegial ensemble of ``m`` dense members (default m = 16, 64 -> 5 x 32 ->
   ``'structured'`` kernel;
 * the diagonal fast path ``K(x, x)`` vs the diagonal of the full NTK at 256 inputs;
 * Monte-Carlo trials per second of one NTK diagonal entry of the NTK bottleneck block;
-* ``peak`` (issue 6 section 4): the ``jnp.dot`` matmul peak measured in the same run, and the
+* ``peak``: the ``jnp.dot`` matmul peak measured in the same run, and the
   fraction of it reached by the structured ensemble NTK and by the Monte-Carlo variance
   estimator (``ce_jax.variance.dense_diag_sampler``) at width >= 256, with analytic FLOP counts
   (:func:`peak_ntk_flops`, :func:`peak_diag_flops`).
@@ -272,7 +272,7 @@ def bench_monte_carlo(cfg, key) -> dict:
           'variants': t, 'rel_err': _rel(got, ref)}
 
 # --------------------------------------------------------------------------------------------
-# Fraction of the matmul peak (issue 6 section 4, third bullet; target in section 5).
+# Fraction of the matmul peak.
 
 
 def _member_dims(depth, width, n0, k=1):
@@ -467,14 +467,16 @@ SECTIONS = ('ensemble', 'diagonal', 'monte_carlo', 'peak')
 
 
 def main(argv):
-  del argv
-  cfg = _config()
+  del argv  # positional arguments are refused by cli.run_main
+  # Every flag is checked, also those --quick replaces.
   for name in ('m', 'width', 'input_dim', 'num_inputs', 'diag_inputs', 'repeats', 'mc_trials',
                'peak_matmul_n', 'peak_m', 'peak_width', 'peak_input_dim', 'peak_inputs',
-               'peak_mc_inputs', 'peak_mc_trials', 'peak_mc_chunk'):
-    _validate.positive_int(name, cfg[name])
-  _validate.positive_int('depth', cfg['depth'], minimum=2)
-  _validate.positive_int('peak_depth', cfg['peak_depth'], minimum=2)
+               'peak_mc_inputs', 'peak_mc_trials', 'peak_mc_chunk', 'bottleneck_cardinality',
+               'bottleneck_width', 'bottleneck_channels', 'bottleneck_spatial'):
+    _validate.positive_int(name, FLAGS[name].value)
+  _validate.positive_int('depth', FLAGS.depth, minimum=2)
+  _validate.positive_int('peak_depth', FLAGS.peak_depth, minimum=2)
+  cfg = _config()
   sections = [_validate.choice('sections', s_.strip(), SECTIONS) for s_ in FLAGS.sections]
   if not sections:
     raise ValueError(f'sections must name at least one of {", ".join(SECTIONS)}')

@@ -1,4 +1,4 @@
-"""One ResNeXt-29 training step, ce_jax vs the same architecture in torch (issue 6 section 4).
+"""One ResNeXt-29 training step, ce_jax vs the same architecture in torch.
 
 A step is forward (BatchNorm in train mode), cross-entropy on random labels, backward and an
 SGD-with-momentum update (lr 0.1, momentum 0.9), on a batch of ``--batch`` random 32x32x3 images.
@@ -252,16 +252,16 @@ def run_benchmark(models, batch, size, reps, stage_outputs, stem_channels, use_t
 
 
 def main(argv):
-  del argv
+  del argv  # positional arguments are refused by cli.run_main
+  # Every flag is checked, also those --quick replaces.
+  models = parse_models(FLAGS.models)
+  batch = _validate.positive_int('batch', FLAGS.batch)
+  size = _validate.positive_int('size', FLAGS.size, minimum=4)
+  reps = _validate.positive_int('reps', FLAGS.reps)
+  stage_outputs, stem_channels, check = (256, 512, 1024), 64, FLAGS.check_stock
   if FLAGS.quick:
     models, batch, size, reps = [(2, 16)], 2, 8, 2
     stage_outputs, stem_channels, check = (16, 32, 64), 8, True
-  else:
-    models = parse_models(FLAGS.models)
-    batch = _validate.positive_int('batch', FLAGS.batch)
-    size = _validate.positive_int('size', FLAGS.size, minimum=4)
-    reps = _validate.positive_int('reps', FLAGS.reps)
-    stage_outputs, stem_channels, check = (256, 512, 1024), 64, FLAGS.check_stock
   for card, width in models:
     resnext.validate_config((3, 3, 3), stage_outputs, card, width, NUM_CLASSES)
   results, torch = run_benchmark(models, batch, size, reps, stage_outputs, stem_channels,

@@ -323,6 +323,8 @@ def main(argv):
     print(f'alpha = {a:.4f} +- {se:.4f}, intercept {b:.4f} ({convention}; kernel convention: '
           f'{est.fits["kernel"].alpha:.4f}, channels: {est.fits["channels"].alpha:.4f}), '
           f'{time.time() - start:.1f} s', flush=True)
+    payload['warnings'] = list(est.fit.warnings)   # a degenerate fit (alpha <= 0, ...)
+    cli.print_warnings(est.fit.warnings)
     cli.write_json(FLAGS.json_out, payload)   # the fit is kept whatever happens next
   else:
     a, se, b, cov = given

@@ -9,6 +9,12 @@ JSON keys: ``block``, ``alpha``, ``alpha_stderr``, ``r2``, ``trials``, ``points`
 ``chi2_per_dof``, ``input_distribution``, ``seed``, ``fit_intercept`` (the recipe), ``origin_fit``,
 ``fits`` (the fit under both conventions). The default recipe (widths 4..256, intercept,
 channels convention) gives the paper's 1.60 on the bottleneck; see ``docs/ALPHA.md``.
+
+The JSON is written after every width (``complete: false``, the points so far, no ``alpha``, so
+``search --alpha_from`` refuses a partial file) and at the end (``complete: true``). A
+degenerate fit (alpha <= 0, e.g. ratios below 1, or an undefined R^2) is printed as a warning
+and listed under ``warnings`` (empty for a sound fit). Exit codes: 0 done, 1 the run failed,
+2 bad flags or output paths (checked before any work).
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ def main(argv):
   from ce_jax import _validate, alpha, blocks, plotting  # pylint: disable=g-import-not-at-top
 
   block = _validate.choice('--block', FLAGS.block, alpha.BLOCKS)
-  widths = _validate.int_list('--widths', FLAGS.widths)
+  widths = _validate.distinct('--widths', _validate.int_list('--widths', FLAGS.widths))
   trials = _validate.positive_int('--trials', FLAGS.trials, minimum=2)
   convention = _validate.choice('--fan_in_convention', FLAGS.fan_in_convention,
                                 blocks.FAN_IN_CONVENTIONS)
@@ -73,10 +79,23 @@ def main(argv):
       logging.info('width %d (%d/%d): %d/%d trials, %.0f s, about %.0f s left', widths[i], i + 1,
                    len(widths), done, total, now - start, eta)
 
+  settings = {'block': block, 'trials': trials, 'widths': list(widths),
+              'fan_in_convention': convention, 'fit_intercept': FLAGS.intercept,
+              'input_distribution': dist, 'seed': FLAGS.seed, 'depth': depth}
+  done = []
+
+  def on_point(p):  # the points so far, written as they come
+    done.append(p)
+    cli.write_json(FLAGS.json_out, {
+        **settings, 'complete': False,
+        'points': [{'width': q.width, 'fan_in_sum': q.fan_in_sum, 'ratio': q.ratio,
+                    'ratio_stderr': q.ratio_stderr} for q in done],
+        'seconds': time.time() - start})
+
   key = jax.random.PRNGKey(FLAGS.seed)
   est = alpha.estimate_alpha(block, widths, trials, key, fan_in_convention=convention,
                              depth=depth, input_distribution=dist, intercept=FLAGS.intercept,
-                             chunk_size=chunk, progress=progress)
+                             chunk_size=chunk, progress=progress, on_point=on_point)
   fit = est.fit
   # The other recipe on the same Monte Carlo, for comparison.
   other = alpha.fit_alpha([p.fan_in_sum for p in est.points], [p.ratio for p in est.points],
@@ -96,8 +115,10 @@ def main(argv):
         f'+- {other.alpha_stderr:.4f}; kernel convention: alpha = {est.fits["kernel"].alpha:.4f}'
         f' +- {est.fits["kernel"].alpha_stderr:.4f}, channels: {est.fits["channels"].alpha:.4f}'
         f' +- {est.fits["channels"].alpha_stderr:.4f}; {elapsed:.1f} s')
+  cli.print_warnings(fit.warnings)
 
   cli.write_json(FLAGS.json_out, {
+      'complete': True, 'warnings': list(fit.warnings),
       'block': block, 'alpha': fit.alpha, 'alpha_stderr': fit.alpha_stderr,
       'r2': _finite_or_none(fit.r2),
       'trials': trials,

@@ -4,7 +4,7 @@ r"""Fig. 2: the ensemble NTK converges to the Neural Mean Kernel as the multipli
       --num_angles=101 --nmk_samples=1000 --json_out=/tmp/fig2.json --plot_out=/tmp/fig2.png
 
 Every curve is K(x_0, x_gamma) with x_0 = (1, 0), x_gamma = (cos gamma, sin gamma), gamma in
-[-pi, pi], for the dense member of SPEC section 1 (``depth`` weight matrices, hidden width
+[-pi, pi], for the dense member of ``ce_jax.models.dense`` (``depth`` weight matrices, hidden width
 ``width``, scalar output):
 
 * ``ensemble_ntk[m]``: K_e = (1/m) sum_j K(theta_j) of ONE ensemble of m independent members
@@ -13,6 +13,10 @@ Every curve is K(x_0, x_gamma) with x_0 = (1, 0), x_gamma = (cos gamma, sin gamm
   ``nmk_samples`` initializations of width ``nmk_width`` (default ``width``), independent of
   the ensembles;
 * ``infinite_ntk``: the infinite-width NTK (ReLU arc-cosine recursion, ``ce_jax.infinite``).
+
+The JSON is written after every ensemble (``complete: false``: ``gamma`` and
+the ensembles so far) and at the end (``complete: true``, with the NMK). Exit codes: 0 done,
+1 the run failed, 2 bad flags or output paths (checked before any work).
 """
 
 from __future__ import annotations
@@ -46,7 +50,8 @@ def main(argv):
 
   depth = _validate.positive_int('--depth', FLAGS.depth, minimum=2)
   width = _validate.positive_int('--width', FLAGS.width)
-  ms = _validate.int_list('--multiplicities', FLAGS.multiplicities)
+  ms = _validate.distinct('--multiplicities',
+                          _validate.int_list('--multiplicities', FLAGS.multiplicities))
   num_angles = _validate.positive_int('--num_angles', FLAGS.num_angles, minimum=2)
   nmk_samples = _validate.positive_int('--nmk_samples', FLAGS.nmk_samples, minimum=2)
   nmk_width = width if FLAGS.nmk_width is None else _validate.positive_int('--nmk_width',
@@ -63,9 +68,20 @@ def main(argv):
       last[0] = now
       logging.info('%s: %d/%d, %.0f s', what, done, total, now - start)
 
+  partial = {}
+
+  def on_ensemble(m, kernel):  # the ensembles so far, written as they come
+    partial[str(m)] = kernel
+    cli.write_json(FLAGS.json_out, {
+        'complete': False, 'gamma': np.linspace(-np.pi, np.pi, num_angles), 'depth': depth,
+        'width': width,
+        'ensemble_ntk': partial, 'nmk_samples': nmk_samples, 'nmk_width': nmk_width,
+        'seed': FLAGS.seed, 'seconds': time.time() - start})
+
   conv = variance.ntk_convergence(key, depth=depth, width=width, multiplicities=ms,
                                   num_angles=num_angles, nmk_samples=nmk_samples,
-                                  nmk_width=nmk_width, chunk_size=chunk, progress=progress)
+                                  nmk_width=nmk_width, chunk_size=chunk, progress=progress,
+                                  on_ensemble=on_ensemble)
   gamma, ens, inf = conv.gamma, conv.ensemble_ntk, conv.infinite_ntk
   elapsed = time.time() - start
 
@@ -80,7 +96,8 @@ def main(argv):
         f'mean stderr {np.mean(nmk_se):.5f}')
 
   result = {
-      'gamma': gamma, 'depth': depth, 'width': width, 'infinite_ntk': inf, 'nmk': nmk_mean,
+      'complete': True, 'gamma': gamma, 'depth': depth, 'width': width, 'infinite_ntk': inf,
+      'nmk': nmk_mean,
       'nmk_stderr': nmk_se, 'ensemble_ntk': ens, 'nmk_samples': nmk_samples,
       'nmk_width': nmk_width, 'seed': FLAGS.seed, 'seconds': elapsed,
   }
