@@ -23,7 +23,7 @@ HELPERS = ('common.py', 'default.py', '__init__.py')
 ROW_FILES = sorted(f for f in glob.glob(os.path.join(CONFIG_DIR, '*.py'))
                    if os.path.basename(f) not in HELPERS)
 
-# Parameter counts (millions) from SPEC section 4 / the paper's tables (2 decimals: +-0.005M;
+# Parameter counts (millions) from the paper's tables (2 decimals: +-0.005M;
 # 1 decimal: +-0.05M); ImageNet baselines: torchvision's ResNet-50/101 and ResNeXt-50/101 32x4d.
 PAPER_M = {
     'cifar_resnext29_1x128d': 13.78, 'cifar_resnext29_3x64d': 13.35,
@@ -48,7 +48,7 @@ _RESNEXT_STAGES = {'resnext29': ((3, 3, 3), 'cifar'), 'resnext38': ((3, 3, 3, 3)
 
 
 def resnext_params(name, cardinality, base_width, num_classes):
-  """Closed-form parameter count of SPEC section 4's ResNeXt (independent of the flax code)."""
+  """Closed-form parameter count of the paper's ResNeXt (independent of the flax code)."""
   sizes, stem = _RESNEXT_STAGES[name]
   total = (7 * 7 if stem == 'imagenet' else 3 * 3) * 3 * 64 + 2 * 64
   c_in = 64

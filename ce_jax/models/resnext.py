@@ -1,6 +1,6 @@
 """ResNeXt / ResNet in Flax linen: ResNeXt-29/38 (downsampled images) and ResNeXt-50/101 (ImageNet).
 
-Architecture (``../shared/SPEC.md`` section 4, the official ResNeXt code):
+Architecture (the paper and the official ResNeXt code):
 
 * Bottleneck block ``in -> out`` with cardinality ``C`` and base width ``d``::
 

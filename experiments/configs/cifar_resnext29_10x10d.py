@@ -1,4 +1,4 @@
-"""ResNeXt-29 10x10d, the dual optimum (Table 1b) on CIFAR-10 or CIFAR-100 (SPEC section 5 recipe).
+"""ResNeXt-29 10x10d, the dual optimum (Table 1b) on CIFAR-10 or CIFAR-100 (the paper's recipe).
 
     python experiments/train.py --config=experiments/configs/cifar_resnext29_10x10d.py:cifar10 \
         --workdir=runs/cifar10_resnext29_10x10d

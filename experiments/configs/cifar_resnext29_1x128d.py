@@ -1,4 +1,4 @@
-"""ResNet-29 1x128d, the baseline (Table 1a/1b, Table 3) on CIFAR-10 or CIFAR-100 (SPEC section 5 recipe).
+"""ResNet-29 1x128d, the baseline (Table 1a/1b, Table 3) on CIFAR-10 or CIFAR-100 (the paper's recipe).
 
     python experiments/train.py --config=experiments/configs/cifar_resnext29_1x128d.py:cifar10 \
         --workdir=runs/cifar10_resnext29_1x128d

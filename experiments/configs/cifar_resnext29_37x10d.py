@@ -1,4 +1,4 @@
-"""ResNeXt-29 37x10d, the primal optimum (Table 1a) on CIFAR-10 or CIFAR-100 (SPEC section 5 recipe).
+"""ResNeXt-29 37x10d, the primal optimum (Table 1a) on CIFAR-10 or CIFAR-100 (the paper's recipe).
 
     python experiments/train.py --config=experiments/configs/cifar_resnext29_37x10d.py:cifar10 \
         --workdir=runs/cifar10_resnext29_37x10d

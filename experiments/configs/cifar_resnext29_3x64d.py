@@ -1,4 +1,4 @@
-"""ResNeXt-29 3x64d, the ResNeXt-paper baseline (Table 1a, Table 3) on CIFAR-10 or CIFAR-100 (SPEC section 5 recipe).
+"""ResNeXt-29 3x64d, the ResNeXt-paper baseline (Table 1a, Table 3) on CIFAR-10 or CIFAR-100 (the paper's recipe).
 
     python experiments/train.py --config=experiments/configs/cifar_resnext29_3x64d.py:cifar10 \
         --workdir=runs/cifar10_resnext29_3x64d

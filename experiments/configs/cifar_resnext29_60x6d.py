@@ -1,4 +1,4 @@
-"""ResNeXt-29 60x6d, near the FLOPs-primal optimum (appendix Table 3) on CIFAR-10 or CIFAR-100 (SPEC section 5 recipe).
+"""ResNeXt-29 60x6d, near the FLOPs-primal optimum (appendix Table 3) on CIFAR-10 or CIFAR-100 (the paper's recipe).
 
     python experiments/train.py --config=experiments/configs/cifar_resnext29_60x6d.py:cifar10 \
         --workdir=runs/cifar10_resnext29_60x6d

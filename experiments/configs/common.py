@@ -1,4 +1,4 @@
-"""Recipes of SPEC section 5 shared by the per-row configs (one file per paper table row).
+"""Training recipes of the paper shared by the per-row configs (one file per paper table row).
 
 Each row file calls one of these with its architecture and the parameter count the paper
 reports (``paper_params_m``, millions, checked by ``tests/test_configs.py``).

@@ -4,7 +4,7 @@
         --config.m=4 --config.n=32
 
 m members, each a ReLU MLP with depth - 1 hidden layers of width n (NTK parameterization,
-SPEC section 1), 10 outputs; Adam (the paper's dense-ensemble optimizer, Fig. 4); inputs are
+paper Eq. 3), 10 outputs; Adam (the paper's dense-ensemble optimizer, Fig. 4); inputs are
 the 8x8 images flattened to 64 features.
 """
 

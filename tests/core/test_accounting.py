@@ -11,7 +11,7 @@ import pytest
 from ce_jax import accounting, blocks
 from ce_jax.models import registry, resnext
 
-# SPEC section 4 (the paper's columns), millions: (model, C, d, classes, M params).
+# The paper's parameter columns, millions: (model, C, d, classes, M params).
 SPEC_TABLE = [
     ('resnext29', 1, 128, 10, 13.78), ('resnext29', 3, 64, 10, 13.35),
     ('resnext29', 37, 10, 10, 13.74), ('resnext29', 10, 10, 10, 4.22),

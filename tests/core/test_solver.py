@@ -1,4 +1,4 @@
-"""Tests of the primal/dual solver: calibration numbers of SPEC section 3, references, bad input."""
+"""Tests of the primal/dual solver: calibration numbers (docs/SEARCH.md), references, bad input."""
 
 from __future__ import annotations
 
