@@ -454,6 +454,10 @@ _add([
 # API cases (built lazily: they import JAX)
 
 
+# The table's own integrity: every case has a unique id (the audit and the tests key on it).
+assert len({c.id for c in BINARY_CASES}) == len(BINARY_CASES), 'binary case ids must be unique'
+
+
 def api_cases() -> list[ApiCase]:
   """The public-function cases (imports jax, flax and ce_jax)."""
   import jax  # pylint: disable=import-outside-toplevel
