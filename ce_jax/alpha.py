@@ -285,6 +285,7 @@ def _preset(block: str, *, depth: int = 6, input_dim: int = 748, in_channels: in
 
 
 PARAMETERIZATIONS = ('as_given', 'ntk')
+SAMPLERS = ('auto', 'conditional', 'full_weights')
 
 
 def _init_scales(module, x, kwargs, key, min_entries: int = 4096, max_draws: int = 256):
@@ -308,7 +309,7 @@ def _init_scales(module, x, kwargs, key, min_entries: int = 4096, max_draws: int
 
 
 def member_sampler(member: Member, width, x, *, parameterization: str = 'as_given',
-                   scale_key=None):
+                   scale_key=None, sampler: str = 'auto'):
   """``key -> (N,)``: the diagonal NTK entry ``K(x_i, x_i)`` of ``member`` at ``width``.
 
   The entry is ``|d r(x_i) / d theta|^2`` of the member's scalar readout ``r``
@@ -319,14 +320,32 @@ def member_sampler(member: Member, width, x, *, parameterization: str = 'as_give
   reweights each leaf's gradient by its initialization variance, which is the NTK of the same
   network in the NTK parameterization (weights N(0, 1) scaled in the forward pass).
 
-  Fastest path: the closed-form structured diagonal for the library's dense member, else one
-  reverse-mode pass per input (vmapped).
+  ``sampler``: ``'auto'`` takes the fastest exact path: the exact-in-law conditional sampler
+  (:mod:`ce_jax.conditional`, no weight matrix is formed) for the library's NTK-parameterized
+  dense member and bottleneck at one input, else the closed-form structured diagonal for the
+  dense member, else one reverse-mode pass per input (vmapped) over fully sampled weights.
+  ``'conditional'`` insists on the first (a one-line error where it does not apply);
+  ``'full_weights'`` never takes it. The conditional draws differ from the full-weight ones;
+  the entry's law is the same.
   """
-  from ce_jax import ntk  # pylint: disable=g-import-not-at-top
+  from ce_jax import conditional, ntk  # pylint: disable=g-import-not-at-top
   _validate.choice('parameterization', parameterization, PARAMETERIZATIONS)
+  _validate.choice('sampler', sampler, SAMPLERS)
   module = member.build(width)
   kwargs = member.kwargs
   x = jnp.asarray(x, member.input_dtype)
+  if sampler != 'full_weights':
+    fast = None
+    if parameterization == 'as_given':
+      fast = conditional.sampler_for(module, x, readout=member.readout, apply_kwargs=kwargs)
+    if fast is not None:
+      return fast
+    if sampler == 'conditional':
+      raise ValueError(f"sampler='conditional' does not apply to member {member.name!r} "
+                       f"({type(module).__name__}, {np.shape(x)[0]} input(s), parameterization "
+                       f"{parameterization!r}); it needs the library's NTK-parameterized dense "
+                       f"member or bottleneck, one input, parameterization 'as_given'; use "
+                       f"sampler='auto'")
   if (parameterization == 'as_given' and not kwargs and member.readout == 'center'
       and ntk.structured_applies(module.apply) and getattr(module, 'num_outputs', 0) == 1):
     diag_fn = ntk.ntk_diagonal_fn(module.apply, backend='structured')
@@ -358,6 +377,22 @@ def member_sampler(member: Member, width, x, *, parameterization: str = 'as_give
   return sample_fn
 
 
+def _chunk_sizes(member: Member, widths, prof, chunk_size: int) -> list:
+  """Initializations per chunk for the full-weight samplers, one per width.
+
+  Memory: parameters, gradients and activations of one chunk of initializations. Refuses a
+  width whose single initialization cannot fit, shrinks the chunk for the others.
+  """
+  chunks = []
+  for i, n in enumerate(widths):
+    per_init = 4.0 * np.dtype(member.input_dtype).itemsize * float(prof.params[i]) + 1e6
+    _validate.fits_in_memory(f'width {n!r} ({int(prof.params[i]):,} parameters per '
+                             f'initialization)', per_init)
+    budget = 0.25 * (_validate.memory_bytes() or 8 * 2 ** 30)
+    chunks.append(int(max(1, min(chunk_size, budget // per_init))))
+  return chunks
+
+
 DEFAULT_WIDTHS = (4, 8, 16, 32, 64, 128, 256)
 """Algorithm 1's default widths. n = 1, 2 are left out: there the entry is heavy-tailed and the
 Monte-Carlo ratio and its standard error are biased low together (docs/ALPHA.md)."""
@@ -368,7 +403,7 @@ def estimate_alpha(block: Any = 'bottleneck', widths: Sequence[Any] = DEFAULT_WI
                    depth: int = 6, input_dim: int = 748, in_channels: int = 256,
                    out_channels: int = 256, input_distribution: str = 'gaussian',
                    intercept: bool = True, chunk_size: int = 50,
-                   parameterization: str = 'as_given',
+                   parameterization: str = 'as_given', sampler: str = 'auto',
                    progress: Optional[Callable[[int, int, int], None]] = None,
                    on_point: Optional[Callable[[AlphaPoint], None]] = None) -> AlphaEstimate:
   """Algorithm 1 for any member: Monte-Carlo ``E[K^2]/E[K]^2`` of one diagonal entry, then the fit.
@@ -380,8 +415,11 @@ def estimate_alpha(block: Any = 'bottleneck', widths: Sequence[Any] = DEFAULT_WI
     widths: widths to sample (ints, or per-layer tuples for such a member; at least one).
     trials: random initializations per width (>= 2; the paper uses 2000).
     key: PRNG key (``jax.random.PRNGKey(0)`` if None). The input is drawn from
-      ``fold_in(key, 0)``, width ``i``'s initializations from ``fold_in(key, i + 1)``; trial t
-      of a width uses ``split(., trials)[t]`` whatever ``chunk_size``.
+      ``fold_in(key, 0)``. Full-weight samplers: width ``i``'s initializations from
+      ``fold_in(key, i + 1)``, trial t from ``fold_in(., t)``. Conditional sampler (every width
+      in one program): trial t from ``fold_in(fold_in(key, 1), t)``, width ``n`` of it from
+      ``fold_in(., n)`` (:mod:`ce_jax.conditional`). Either way the results do not depend on
+      ``chunk_size`` or the device count.
     fan_in_convention: S of the fit (``'channels'`` or ``'kernel'``); both fits are reported
       in ``fits``.
     depth, input_dim, in_channels, out_channels: preset shapes (ignored for a Member).
@@ -391,6 +429,7 @@ def estimate_alpha(block: Any = 'bottleneck', widths: Sequence[Any] = DEFAULT_WI
     chunk_size: initializations per vmapped chunk (memory bound).
     parameterization: ``'as_given'`` (the module's own initializers) or ``'ntk'`` (see
       :func:`member_sampler`).
+    sampler: ``'auto'`` | ``'conditional'`` | ``'full_weights'`` (:func:`member_sampler`).
     progress: optional ``progress(width_index, done, total)``.
     on_point: optional ``on_point(point)``, called with each :class:`AlphaPoint` as soon as its
       width is done (to save the points as they come).
@@ -400,7 +439,7 @@ def estimate_alpha(block: Any = 'bottleneck', widths: Sequence[Any] = DEFAULT_WI
     ``fits`` under both conventions; ``warnings`` (also ``fit.warnings``) says when the fit is
     degenerate (:func:`fit_alpha`).
   """
-  from ce_jax import variance  # pylint: disable=g-import-not-at-top
+  from ce_jax import conditional, variance  # pylint: disable=g-import-not-at-top
   if isinstance(block, Member):
     member = block
     name = member.name
@@ -419,6 +458,7 @@ def estimate_alpha(block: Any = 'bottleneck', widths: Sequence[Any] = DEFAULT_WI
   trials = _validate.positive_int('trials', trials, minimum=2)
   _validate.choice('fan_in_convention', fan_in_convention, member_lib.FAN_IN_CONVENTIONS)
   _validate.choice('parameterization', parameterization, PARAMETERIZATIONS)
+  _validate.choice('sampler', sampler, SAMPLERS)
   _validate.choice('input_distribution', input_distribution, INPUT_DISTRIBUTIONS)
   chunk_size = _validate.positive_int('chunk_size', chunk_size)
   if intercept and len(widths) < 2:
@@ -431,21 +471,31 @@ def estimate_alpha(block: Any = 'bottleneck', widths: Sequence[Any] = DEFAULT_WI
     x = member_lib.example_batch(member, jax.random.fold_in(key, 0), 1, input_distribution)
   prof = member_lib.profile(member, widths if all(np.ndim(w) == 0 for w in widths)
                             else np.asarray([member_lib.width_vector(w) for w in widths]))
-  # Memory: parameters, gradients and activations of one chunk of initializations. Refuse a
-  # width whose single initialization cannot fit, shrink the chunk for the others.
-  chunks = []
-  for i, n in enumerate(widths):
-    per_init = 4.0 * np.dtype(member.input_dtype).itemsize * float(prof.params[i]) + 1e6
-    _validate.fits_in_memory(f'width {n!r} ({int(prof.params[i]):,} parameters per '
-                             f'initialization)', per_init)
-    budget = 0.25 * (_validate.memory_bytes() or 8 * 2 ** 30)
-    chunks.append(int(max(1, min(chunk_size, budget // per_init))))
+  moments = None
+  if sampler != 'full_weights' and parameterization == 'as_given':
+    joint = conditional.sampler_for([member.build(n) for n in widths], x,
+                                    readout=member.readout, apply_kwargs=member.kwargs)
+    if joint is not None:   # every width in one program (ce_jax.conditional)
+      cb = None if progress is None else (
+          lambda done, total: [progress(i, done, total) for i in range(len(widths))])
+      mom = variance.ntk_moments(joint, jax.random.fold_in(key, 1), trials,
+                                 chunk_size=chunk_size, progress=cb)
+      moments = [mom._replace(**{f: getattr(mom, f)[i:i + 1] for f in mom._fields if f != 'trials'})
+                 for i in range(len(widths))]
+    elif sampler == 'conditional':
+      member_sampler(member, widths[0], x, sampler='conditional')   # raises the one-line error
+  if moments is None:
+    chunks = _chunk_sizes(member, widths, prof, chunk_size)
   points = []
   for i, n in enumerate(widths):
-    sampler = member_sampler(member, n, x, parameterization=parameterization)
-    cb = None if progress is None else (lambda done, total, i=i: progress(i, done, total))
-    mom = variance.ntk_moments(sampler, jax.random.fold_in(key, i + 1), trials,
-                               chunk_size=chunks[i], progress=cb)
+    if moments is None:
+      sample_fn = member_sampler(member, n, x, parameterization=parameterization,
+                                 sampler='full_weights')
+      cb = None if progress is None else (lambda done, total, i=i: progress(i, done, total))
+      mom = variance.ntk_moments(sample_fn, jax.random.fold_in(key, i + 1), trials,
+                                 chunk_size=chunks[i], progress=cb)
+    else:
+      mom = moments[i]
     if not (np.isfinite(mom.ratio[0]) and mom.ratio[0] > 0 and mom.ratio_stderr[0] > 0):
       raise ValueError(f'Monte-Carlo ratio at width {n!r} is degenerate (ratio '
                        f'{float(mom.ratio[0])!r}, stderr {float(mom.ratio_stderr[0])!r}): '

@@ -12,6 +12,10 @@ in :mod:`ce_jax.variance`. Does the generality cost time? Cases, each at every w
 * ``dense``: ``alpha.member_sampler(presets.dense(depth, input_dim), n, x)`` vs
   ``variance.dense_diag_sampler((n,) * (depth - 1), x)``, widths ``--dense_widths``.
 
+Both variants sample every weight (``sampler='full_weights'``): the exact-in-law conditional
+sampler that ``estimate_alpha`` takes by default for these two members draws other numbers;
+``experiments/benchmark_alpha_fit.py`` times it.
+
 The inputs are the ones ``estimate_alpha`` draws (``fold_in(key, 0)``) and width ``i`` uses
 ``fold_in(key, i + 1)`` for its trials, for both variants: the same initializations, so the
 moments must agree up to float rounding (``max_rel_err`` of mean, variance, ratio and its
@@ -81,7 +85,7 @@ def bottleneck_case(widths, channels, key):
   member = presets.bottleneck(in_channels=channels, out_channels=channels)
   x = member_lib.example_batch(member, jax.random.fold_in(key, 0), 1, 'gaussian')
   makers = {
-      'generic': lambda n: alpha.member_sampler(member, n, x),
+      'generic': lambda n: alpha.member_sampler(member, n, x, sampler='full_weights'),
       'special': lambda n: variance.bottleneck_diag_sampler(
           n, x, in_channels=channels, out_channels=channels)}
   return {'name': f'bottleneck {channels} -> n -> n -> {channels} (3x3 window, centre readout)',
@@ -93,7 +97,7 @@ def dense_case(widths, depth, input_dim, key):
   member = presets.dense(depth, input_dim)
   x = alpha.block_input('dense', jax.random.fold_in(key, 0), input_dim=input_dim)
   makers = {
-      'generic': lambda n: alpha.member_sampler(member, n, x),
+      'generic': lambda n: alpha.member_sampler(member, n, x, sampler='full_weights'),
       'special': lambda n: variance.dense_diag_sampler((n,) * (depth - 1), x)}
   return {'name': f'dense depth {depth} on {input_dim}-d inputs, hidden widths n',
           'kind': 'dense', 'widths': list(widths), 'makers': makers}

@@ -41,6 +41,9 @@ flags.DEFINE_string('input_distribution', 'gaussian',
 flags.DEFINE_boolean('intercept', True, 'fit log ratio = a + alpha S (the default recipe); '
                      '--nointercept fits through 0')
 flags.DEFINE_integer('chunk_size', 50, 'initializations per vmapped chunk')
+flags.DEFINE_string('sampler', 'auto', 'auto | conditional | full_weights: auto samples the '
+                    'entry exactly in law without forming the weight matrices (ce_jax.conditional)'
+                    ' where it applies; full_weights samples every weight')
 
 
 def _finite_or_none(v):
@@ -63,6 +66,7 @@ def main(argv):
   dist = _validate.choice('--input_distribution', FLAGS.input_distribution,
                           alpha.INPUT_DISTRIBUTIONS)
   chunk = _validate.positive_int('--chunk_size', FLAGS.chunk_size)
+  sampler = _validate.choice('--sampler', FLAGS.sampler, alpha.SAMPLERS)
 
   start = time.time()
   last = [0.0]
@@ -81,7 +85,8 @@ def main(argv):
 
   settings = {'block': block, 'trials': trials, 'widths': list(widths),
               'fan_in_convention': convention, 'fit_intercept': FLAGS.intercept,
-              'input_distribution': dist, 'seed': FLAGS.seed, 'depth': depth}
+              'input_distribution': dist, 'seed': FLAGS.seed, 'depth': depth,
+              'sampler': sampler}
   done = []
 
   def on_point(p):  # the points so far, written as they come
@@ -95,7 +100,8 @@ def main(argv):
   key = jax.random.PRNGKey(FLAGS.seed)
   est = alpha.estimate_alpha(block, widths, trials, key, fan_in_convention=convention,
                              depth=depth, input_distribution=dist, intercept=FLAGS.intercept,
-                             chunk_size=chunk, progress=progress, on_point=on_point)
+                             chunk_size=chunk, sampler=sampler, progress=progress,
+                             on_point=on_point)
   fit = est.fit
   # The other recipe on the same Monte Carlo, for comparison.
   other = alpha.fit_alpha([p.fan_in_sum for p in est.points], [p.ratio for p in est.points],
@@ -133,7 +139,7 @@ def main(argv):
                      (other if FLAGS.intercept else fit)._asdict().items()},
       'fits': {c: {k: _finite_or_none(v) for k, v in f._asdict().items()}
                for c, f in est.fits.items()},
-      'input_distribution': dist, 'seed': FLAGS.seed, 'depth': depth,
+      'input_distribution': dist, 'seed': FLAGS.seed, 'depth': depth, 'sampler': sampler,
       'seconds': elapsed,
   })
   if FLAGS.plot_out:

@@ -44,7 +44,8 @@ KIND_NAMES = {'clear': 'clear one-line error', 'unclear': 'traceback or unclear'
               'crash': 'crash (signal)'}
 
 BINARIES = ('fit_alpha', 'search', 'design', 'model_info', 'ntk_convergence', 'ntk_dynamics',
-            'ablation', 'train', 'demo', 'family_digits', 'benchmark_alpha', 'benchmark_conv',
+            'ablation', 'train', 'demo', 'family_digits', 'benchmark_alpha',
+            'benchmark_alpha_fit', 'benchmark_conv',
             'benchmark_ensemble', 'benchmark_ntk', 'benchmark_train')
 
 
@@ -163,6 +164,7 @@ _add([
     B('fit_alpha', '--depth=1', expect=('--depth', '1')),
     B('fit_alpha', '--input_distribution=uniform', expect=('--input_distribution', "'uniform'")),
     B('fit_alpha', '--chunk_size=0', expect=('--chunk_size', '0')),
+    B('fit_alpha', '--sampler=fast', expect=('--sampler', "'fast'")),
     B('fit_alpha', '--widths=100000000', expect=('100000000',)),
     B('fit_alpha', '--json_out={tmp}/a.out', '--plot_out={tmp}/a.out',
       expect=('--json_out', '--plot_out', 'same file')),
@@ -402,6 +404,14 @@ _add([
     B('benchmark_alpha', '--rounds=0', expect=('rounds', '0')),
     B('benchmark_alpha', '--quick', '--trials=0', expect=('trials', '0')),
 ])
+_add(_common('benchmark_alpha_fit', 'trials'))
+_add([
+    B('benchmark_alpha_fit', '--blocks=conv', expect=('blocks', "'conv'")),
+    B('benchmark_alpha_fit', '--blocks=', expect=('blocks',)),
+    B('benchmark_alpha_fit', '--trials=1', expect=('trials', '1')),
+    B('benchmark_alpha_fit', '--widths=4,4', expect=('widths', '4', 'twice')),
+    B('benchmark_alpha_fit', '--seeds=0', expect=('seeds', '0')),
+])
 _add(_common('benchmark_conv', 'batch'))
 _add([
     B('benchmark_conv', '--designs=1x', expect=('designs', "'1x'")),
@@ -466,7 +476,7 @@ def api_cases() -> list[ApiCase]:
 
   # pylint: disable=import-outside-toplevel
   from ce_jax import ablation, accounting, alpha, blocks, cli, dynamics, infinite, member
-  from ce_jax import ntk, presets, solver, variance
+  from ce_jax import conditional, ntk, presets, solver, variance
   from ce_jax.models import dense, registry  # pylint: disable=import-outside-toplevel
 
   key = jax.random.PRNGKey(0)
@@ -547,6 +557,20 @@ def api_cases() -> list[ApiCase]:
                                                                 "'uniform'")),
       A('alpha.estimate_alpha', 'chunk_size 0', lambda: alpha.estimate_alpha(
           'dense', [4], 4, chunk_size=0), ('chunk_size', '0')),
+      A('alpha.estimate_alpha', "sampler 'fast'", lambda: alpha.estimate_alpha(
+          'dense', [4, 8], 4, sampler='fast'), ('sampler', "'fast'")),
+      A('alpha.estimate_alpha', 'conditional on a standard member', lambda: alpha.estimate_alpha(
+          presets.bottleneck(in_channels=8, out_channels=8, parameterization='standard'),
+          [4, 8], 4, sampler='conditional'), ('conditional', 'bottleneck_resnext29_standard')),
+      A('conditional.bottleneck_diagonal_sampler', 'two inputs',
+        lambda: conditional.bottleneck_diagonal_sampler([4], np.ones((2, 3, 3, 8))),
+        ('ONE input', '2 inputs')),
+      A('conditional.bottleneck_diagonal_sampler', 'width 0',
+        lambda: conditional.bottleneck_diagonal_sampler([4, 0], np.ones((1, 3, 3, 8))),
+        ('widths[1]', '0')),
+      A('conditional.dense_diagonal_sampler', 'depths differ',
+        lambda: conditional.dense_diagonal_sampler([(4, 4), (4,)], np.ones((1, 3))),
+        ('one depth', '(4,)')),
       A('alpha.fan_in_sum', 'width 0', lambda: alpha.fan_in_sum('dense', 0), ('width', '0')),
       A('alpha.fan_in_sum', "block 'x'", lambda: alpha.fan_in_sum('x', 4), ('block', "'x'")),
       A('alpha.block_input', 'num_inputs 0', lambda: alpha.block_input('dense', key,

@@ -267,8 +267,9 @@ def test_estimate_alpha_carries_the_warnings(monkeypatch):
     return mom._replace(ratio=np.asarray([1.0 + 0.1 * shrinking.calls]))
   shrinking.calls = 0
   monkeypatch.setattr(variance, 'ntk_moments', shrinking)
+  # One Monte Carlo per width (the full-weight path; the conditional one runs all in one).
   est = alpha.estimate_alpha('dense', [4, 8, 16], 4, jax.random.PRNGKey(0), depth=2,
-                             input_dim=8)
+                             input_dim=8, sampler='full_weights')
   assert est.fit.alpha < 0 and est.warnings == est.fit.warnings and est.warnings
 
 

@@ -1,4 +1,5 @@
-"""The Algorithm 1 benchmark (generic member path vs special-cased samplers) runs end to end.
+"""The Algorithm 1 benchmarks (generic vs special-cased samplers; the fit, full weights vs
+conditional) run end to end.
 
 Tiny settings; no timing checks, but the two paths must give the same moments.
 """
@@ -42,3 +43,19 @@ def test_benchmark_alpha_rejects_bad_flags(binary):
   proc = binary('benchmark_alpha', '--trials=1', check=False)
   assert proc.returncode == 2
   assert proc.stderr.strip().splitlines()[-1].startswith('benchmark_alpha.py: error: trials')
+
+
+@pytest.mark.slow
+def test_benchmark_alpha_fit_quick(binary, tmp_path):
+  """The fit benchmark runs both samplers end to end and reports agreeing alphas."""
+  out = os.path.join(tmp_path, 'fit.json')
+  proc = binary('benchmark_alpha_fit', '--quick', f'--json_out={out}')
+  assert 'speed-up' in proc.stdout
+  d = load_json(out)
+  assert [b['block'] for b in d['blocks']] == ['dense', 'bottleneck']
+  for b in d['blocks']:
+    for v in ('full_weights', 'conditional'):
+      assert b[v]['seconds'] > 0 and len(b[v]['alphas']) == 2
+      assert b[v]['alpha_stderr_mean'] > 0
+    assert b['speedup'] == pytest.approx(b['full_weights']['seconds'] / b['conditional']['seconds'])
+    assert abs(b['alpha_difference_z']) < 5

@@ -23,12 +23,16 @@ if len(sys.argv) > 1:
   jax.distributed.initialize(f'127.0.0.1:{sys.argv[1]}', 2, int(sys.argv[2]))
 from ce_jax import alpha, presets, variance
 x = jax.random.normal(jax.random.PRNGKey(0), (1, 3, 3, 8))
-sampler = alpha.member_sampler(presets.bottleneck(in_channels=8, out_channels=8), 4, x)
-m = variance.ntk_moments(sampler, jax.random.PRNGKey(1), 37, chunk_size=5)
-k = variance.neural_mean_kernel(sampler, jax.random.PRNGKey(2), 11, chunk_size=3)
-print('RESULT ' + json.dumps({'devices': jax.device_count(), 'processes': jax.process_count(),
-                              'mean': m.mean.tolist(), 'ratio': m.ratio.tolist(),
-                              'ratio_stderr': m.ratio_stderr.tolist(), 'nmk': k.mean.tolist()}))
+out = {'devices': jax.device_count(), 'processes': jax.process_count()}
+member = presets.bottleneck(in_channels=8, out_channels=8)
+# The conditional sampler (no convolution) and the full-weight one (convolutions, lax.map).
+for name in ('conditional', 'full_weights'):
+  sampler = alpha.member_sampler(member, 4, x, sampler=name)
+  m = variance.ntk_moments(sampler, jax.random.PRNGKey(1), 37, chunk_size=5)
+  k = variance.neural_mean_kernel(sampler, jax.random.PRNGKey(2), 11, chunk_size=3)
+  out[name] = {'mean': m.mean.tolist(), 'ratio': m.ratio.tolist(),
+               'ratio_stderr': m.ratio_stderr.tolist(), 'nmk': k.mean.tolist()}
+print('RESULT ' + json.dumps(out))
 '''
 
 
@@ -54,8 +58,9 @@ def _result(proc):
 
 
 def _same(a, b):
-  for key in ('mean', 'ratio', 'ratio_stderr', 'nmk'):
-    np.testing.assert_allclose(a[key], b[key], rtol=1e-6, err_msg=key)
+  for name in ('conditional', 'full_weights'):
+    for key in ('mean', 'ratio', 'ratio_stderr', 'nmk'):
+      np.testing.assert_allclose(a[name][key], b[name][key], rtol=1e-6, err_msg=f'{name} {key}')
 
 
 @pytest.fixture(scope='module')

@@ -215,7 +215,8 @@ def test_convolutional_samplers_run_trials_sequentially_with_the_same_samples():
   a convolutional sampler run one after the other; the samples are those of vmap."""
   from ce_jax import alpha, presets
   x = jax.random.normal(jax.random.PRNGKey(0), (1, 3, 3, 8))
-  conv = alpha.member_sampler(presets.bottleneck(in_channels=8, out_channels=8), 4, x)
+  conv = alpha.member_sampler(presets.bottleneck(in_channels=8, out_channels=8), 4, x,
+                              sampler='full_weights')
   dense = variance.dense_ntk_sampler((4, 4), np.ones((2, 3)))
   keys = variance.trial_keys(jax.random.PRNGKey(1), 0, 6)
   for sampler, mode in ((conv, 'sequential'), (dense, 'vmap')):
