@@ -46,6 +46,7 @@ flags.DEFINE_integer('reps', 5, 'timed interleaved rounds (median reported)')
 flags.DEFINE_integer('stock_once_groups', 20, 'stock flax is timed once for designs with at least '
                      'this many groups (it takes ~40 s per call at 37x10)')
 flags.DEFINE_bool('no_torch', False, 'skip torch (JAX variants only)')
+flags.DEFINE_string('torch_device', 'cpu', "torch's device: cpu, or cuda beside a JAX GPU")
 flags.DEFINE_bool('quick', False, 'tiny settings for tests: designs 1x8,3x4,5x2, batch 2, size 8, '
                   '2 rounds')
 flags.DEFINE_string('json_out', None, 'write results as JSON here')
@@ -97,11 +98,14 @@ def _torch_step(torch, conv, x, r):
     conv.weight.grad = None
     loss = (conv(x) * r).sum()
     loss.backward()
+    if x.is_cuda:
+      torch.cuda.synchronize()
     return loss
   return step
 
 
-def run(designs, batch, size, reps, stock_once_groups, use_torch, log=print):
+def run(designs, batch, size, reps, stock_once_groups, use_torch, log=print,
+        torch_device='cpu'):
   """Runs the benchmark; returns the list of per-design result dicts."""
   torch = benchmarking.import_torch() if use_torch else None
   setups = []
@@ -120,15 +124,15 @@ def run(designs, batch, size, reps, stock_once_groups, use_torch, log=print):
          'ce_jax': _jax_step(ours, r), 'stock_flax': _jax_step(stock, r),
          'xla_only': _jax_step(xla_only, r)}
     if torch is not None:
-      tx = torch.tensor(np.asarray(x).transpose(0, 3, 1, 2)).contiguous(
+      tx = torch.tensor(np.asarray(x).transpose(0, 3, 1, 2)).to(torch_device).contiguous(
           memory_format=torch.channels_last).requires_grad_(True)
-      tr = torch.tensor(np.asarray(r).transpose(0, 3, 1, 2)).contiguous(
+      tr = torch.tensor(np.asarray(r).transpose(0, 3, 1, 2)).to(torch_device).contiguous(
           memory_format=torch.channels_last)
       conv = torch.nn.Conv2d(c, c, 3, padding=1, groups=g, bias=False)
       with torch.no_grad():
         kernel = np.asarray(params['params']['kernel'])  # (kh, kw, in/G, out) -> OIHW
         conv.weight.copy_(torch.tensor(kernel.transpose(3, 2, 0, 1)))
-      conv = conv.to(memory_format=torch.channels_last)
+      conv = conv.to(torch_device).to(memory_format=torch.channels_last)
       s['torch'] = _torch_step(torch, conv, tx, tr)
       s['torch_objects'] = (tx, conv)
     setups.append(s)
@@ -153,8 +157,8 @@ def run(designs, batch, size, reps, stock_once_groups, use_torch, log=print):
     if 'torch' in s:
       s['torch']()
       tx, conv = s['torch_objects']
-      tgx = tx.grad.detach().numpy().transpose(0, 2, 3, 1)
-      tgw = conv.weight.grad.detach().numpy().transpose(2, 3, 1, 0)
+      tgx = tx.grad.detach().cpu().numpy().transpose(0, 2, 3, 1)
+      tgw = conv.weight.grad.detach().cpu().numpy().transpose(2, 3, 1, 0)
       res['max_rel_err_vs_torch'] = max(rel_err(gx, tgx), rel_err(gp['params']['kernel'], tgw))
     results.append(res)
 
@@ -194,8 +198,9 @@ def main(argv):
   if FLAGS.quick:
     designs, batch, size, reps = [(1, 8), (3, 4), (5, 2)], 2, 8, 2
   stock_once = _validate.positive_int('stock_once_groups', FLAGS.stock_once_groups)
+  device = _validate.choice('torch_device', FLAGS.torch_device, ('cpu', 'cuda'))
   results, torch = run(designs, batch, size, reps, stock_once, not FLAGS.no_torch,
-                       log=logging.info)
+                       log=logging.info, torch_device=device)
   print(f'3x3 conv fwd+bwd, batch {batch}, {size}x{size}, float32, median of {reps} '
         f'interleaved rounds (seconds)')
   print(f'{"design":>8} {"impl":>6} {"ce_jax":>9} {"xla_only":>9} {"stock_flax":>11} '
@@ -209,7 +214,8 @@ def main(argv):
   cli.write_json(FLAGS.json_out, {
       'benchmark': 'grouped 3x3 conv forward + backward (param and input gradients)',
       'settings': {'batch': batch, 'size': size, 'reps': reps, 'stock_once_groups': stock_once,
-                   'dtype': 'float32', 'torch_layout': 'channels_last', 'quick': FLAGS.quick},
+                   'dtype': 'float32', 'torch_layout': 'channels_last', 'quick': FLAGS.quick,
+                   'torch_device': device},
       'machine': benchmarking.machine(), 'versions': benchmarking.versions(torch), 'designs': results})
 
 

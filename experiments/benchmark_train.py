@@ -12,10 +12,16 @@ SGD-with-momentum update (lr 0.1, momentum 0.9), on a batch of ``--batch`` rando
 * ``ce_jax_flax_bn`` (``--compare_bn``): the model zoo's ResNeXt-29 with ``conv=GroupedConv``
   and stock ``nn.BatchNorm`` (isolates the BatchNorm change);
 * ``torch``: the same ResNeXt-29 written below in torch (eager, channels_last, float32); the
-  parameter counts are asserted equal.
+  parameter counts are asserted equal;
+* ``torch_compile`` (``--torch_compile``, on by default with torch): the same torch model
+  through ``torch.compile`` (inductor, CPU: generated C++ kernels; what a PyTorch user who
+  cares about speed runs), from the same initial weights; its compilation time is reported
+  apart (``torch_compile_compile_s``).
 
 Rounds are interleaved, medians of ``--reps`` after a warm-up step. ``ratio = ce_jax_img_s /
-torch_img_s``. With ``--check_stock`` (always in ``--quick``) one step of the ce_jax model is
+torch_img_s`` and ``ratio_compile = ce_jax_img_s / torch_compile_img_s`` (``--quick`` leaves
+torch.compile out unless ``--torch_compile`` is given). With ``--check_stock`` (always in
+``--quick``) one step of the ce_jax model is
 compared with the stock flax model (nn.Conv + nn.BatchNorm) from the same state.
 
   python experiments/benchmark_train.py --json_out=/tmp/bench_train.json
@@ -48,6 +54,8 @@ flags.DEFINE_integer('batch', 16, 'batch size')
 flags.DEFINE_integer('size', 32, 'image height = width')
 flags.DEFINE_integer('reps', 5, 'timed interleaved rounds (median reported)')
 flags.DEFINE_bool('no_torch', False, 'skip torch (JAX only)')
+flags.DEFINE_string('torch_device', 'cpu', "torch's device: cpu, or cuda beside a JAX GPU")
+flags.DEFINE_bool('torch_compile', True, 'also time torch.compile (inductor) of the torch model')
 flags.DEFINE_bool('compare_bn', False, 'also time the model zoo ResNeXt with stock nn.BatchNorm')
 flags.DEFINE_bool('compare_xla', False, "also time it with GroupedConv(impl='loop') (no oneDNN)")
 flags.DEFINE_bool('check_stock', False, 'compare one ce_jax step with the stock flax model')
@@ -151,7 +159,8 @@ def torch_resnext29(torch, cardinality, base_width, stage_outputs, stem_channels
 
 
 def run_benchmark(models, batch, size, reps, stage_outputs, stem_channels, use_torch, compare_bn,
-                  check_stock, log=print, compare_xla=False):
+                  check_stock, log=print, compare_xla=False, torch_compile=False,
+                  torch_device='cpu'):
   """Runs the benchmark; returns (list of per-model result dicts, torch module or None)."""
   torch = benchmarking.import_torch() if use_torch else None
   tx = optax.sgd(0.1, momentum=0.9)
@@ -161,6 +170,8 @@ def run_benchmark(models, batch, size, reps, stage_outputs, stem_channels, use_t
   x, y = jnp.asarray(x_np), jnp.asarray(y_np)
   variants = (['ce_jax'] + (['ce_jax_flax_bn'] if compare_bn else [])
               + (['xla_only'] if compare_xla else []))
+  torch_variants = [] if torch is None else ['torch'] + (['torch_compile'] if torch_compile
+                                                         else [])
   setups = []
   for card, width in models:
     name = f'{card}x{width}d'
@@ -168,7 +179,7 @@ def run_benchmark(models, batch, size, reps, stage_outputs, stem_channels, use_t
     v = mods['stock_flax'].init(jax.random.PRNGKey(0), x, train=False)
     n_params = sum(int(np.prod(a.shape)) for a in jax.tree_util.tree_leaves(v['params']))
     s = {'name': name, 'cardinality': card, 'base_width': width, 'params': n_params, 'states': {},
-         'steps': {}, 'times': {k: [] for k in variants + ['torch']}}
+         'steps': {}, 'times': {k: [] for k in variants + torch_variants}}
     for k in variants:
       s['steps'][k] = make_jax_step(mods[k], tx)
       s['states'][k] = (v['params'], v['batch_stats'], tx.init(v['params']))
@@ -179,19 +190,27 @@ def run_benchmark(models, batch, size, reps, stage_outputs, stem_channels, use_t
       n_torch = sum(p.numel() for p in net.parameters())
       if n_torch != n_params:
         raise AssertionError(f'{name}: torch model has {n_torch} parameters, ce_jax {n_params}')
-      net = net.to(memory_format=torch.channels_last).train()
-      opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
-      tx_t = torch.tensor(x_np.transpose(0, 3, 1, 2)).contiguous(
+      net = net.to(torch_device).to(memory_format=torch.channels_last).train()
+      tx_t = torch.tensor(x_np.transpose(0, 3, 1, 2)).to(torch_device).contiguous(
           memory_format=torch.channels_last)
-      ty_t = torch.tensor(y_np, dtype=torch.long)
+      ty_t = torch.tensor(y_np, dtype=torch.long).to(torch_device)
 
-      def torch_step(net=net, opt=opt, tx_t=tx_t, ty_t=ty_t):
-        opt.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(net(tx_t), ty_t)
-        loss.backward()
-        opt.step()
-        return loss.item()
-      s['torch'] = torch_step
+      def make_torch_step(net, tx_t=tx_t, ty_t=ty_t):
+        opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+
+        def torch_step():
+          opt.zero_grad(set_to_none=True)
+          loss = torch.nn.functional.cross_entropy(net(tx_t), ty_t)
+          loss.backward()
+          opt.step()
+          return loss.item()
+        return torch_step
+      if torch_compile:   # same initial weights, compiled module (forward and backward)
+        twin = torch_resnext29(torch, card, width, stage_outputs, stem_channels)
+        twin.load_state_dict(net.state_dict())
+        twin = twin.to(torch_device).to(memory_format=torch.channels_last).train()
+        s['torch_compile'] = make_torch_step(torch.compile(twin))
+      s['torch'] = make_torch_step(net)
     setups.append(s)
 
   def jax_step(s, k):
@@ -223,8 +242,11 @@ def run_benchmark(models, batch, size, reps, stage_outputs, stem_channels, use_t
       _, loss = jax_step(s, k)
       res[f'{k}_compile_s'] = time.perf_counter() - t0
       res[f'{k}_first_loss'] = loss
-    if 'torch' in s:
-      res['torch_first_loss'] = s['torch']()
+    for k in torch_variants:
+      log(f'{s["name"]}: first step of {k}')
+      t0 = time.perf_counter()
+      res[f'{k}_first_loss'] = s[k]()
+      res[f'{k}_compile_s'] = time.perf_counter() - t0
     results.append(res)
 
   for rnd in range(reps):
@@ -232,18 +254,20 @@ def run_benchmark(models, batch, size, reps, stage_outputs, stem_channels, use_t
     for s in setups:
       for k in variants:
         s['times'][k].append(jax_step(s, k)[0])
-      if 'torch' in s:
+      for k in torch_variants:
         t0 = time.perf_counter()
-        s['torch']()
-        s['times']['torch'].append(time.perf_counter() - t0)
+        s[k]()
+        s['times'][k].append(time.perf_counter() - t0)
 
   for s, res in zip(setups, results):
-    for k in variants + ['torch']:
+    for k in variants + ['torch', 'torch_compile']:
       t = s['times'][k]
       res[f'{k}_step_s'] = statistics.median(t) if t else None
       res[f'{k}_img_s'] = batch / statistics.median(t) if t else None
       res[f'{k}_all_s'] = t
     res['ratio'] = (res['ce_jax_img_s'] / res['torch_img_s']) if res['torch_img_s'] else None
+    res['ratio_compile'] = (res['ce_jax_img_s'] / res['torch_compile_img_s']
+                            if res['torch_compile_img_s'] else None)
     if compare_bn:
       res['fast_bn_speedup'] = res['ce_jax_img_s'] / res['ce_jax_flax_bn_img_s']
     if compare_xla:
@@ -264,12 +288,17 @@ def main(argv):
     stage_outputs, stem_channels, check = (16, 32, 64), 8, True
   for card, width in models:
     resnext.validate_config((3, 3, 3), stage_outputs, card, width, NUM_CLASSES)
+  device = _validate.choice('torch_device', FLAGS.torch_device, ('cpu', 'cuda'))
+  use_compile = bool(FLAGS.torch_compile and not FLAGS.no_torch
+                     and (not FLAGS.quick or FLAGS['torch_compile'].present))
   results, torch = run_benchmark(models, batch, size, reps, stage_outputs, stem_channels,
                                  not FLAGS.no_torch, FLAGS.compare_bn, check, log=logging.info,
-                                 compare_xla=FLAGS.compare_xla)
+                                 compare_xla=FLAGS.compare_xla,
+                                 torch_compile=use_compile, torch_device=device)
   print(f'ResNeXt-29 training step (SGD momentum), batch {batch}, {size}x{size}, float32, '
         f'median of {reps} interleaved rounds (images / s)')
-  head = f'{"model":>8} {"params":>10} {"ce_jax":>8} {"torch":>8} {"ratio":>6}'
+  head = (f'{"model":>8} {"params":>10} {"ce_jax":>8} {"torch":>8} {"ratio":>6} '
+          f'{"compiled":>8} {"ratio":>6}')
   if FLAGS.compare_bn:
     head += f' {"flax_bn":>8} {"bn_gain":>7}'
   if FLAGS.compare_xla:
@@ -278,7 +307,10 @@ def main(argv):
   for r in results:
     torch_s = f'{r["torch_img_s"]:8.2f}' if r['torch_img_s'] else f'{"-":>8}'
     ratio = f'{r["ratio"]:6.2f}' if r['ratio'] else f'{"-":>6}'
-    line = f'{r["name"]:>8} {r["params"]:>10} {r["ce_jax_img_s"]:8.2f} {torch_s} {ratio}'
+    comp_s = (f'{r["torch_compile_img_s"]:8.2f}' if r['torch_compile_img_s'] else f'{"-":>8}')
+    comp_r = f'{r["ratio_compile"]:6.2f}' if r['ratio_compile'] else f'{"-":>6}'
+    line = (f'{r["name"]:>8} {r["params"]:>10} {r["ce_jax_img_s"]:8.2f} {torch_s} {ratio} '
+            f'{comp_s} {comp_r}')
     if FLAGS.compare_bn:
       line += f' {r["ce_jax_flax_bn_img_s"]:8.2f} {r["fast_bn_speedup"]:7.2f}'
     if FLAGS.compare_xla:
@@ -288,7 +320,8 @@ def main(argv):
       'benchmark': 'ResNeXt-29 training step (forward, backward, SGD momentum)',
       'settings': {'batch': batch, 'size': size, 'reps': reps, 'stage_outputs': stage_outputs,
                    'stem_channels': stem_channels, 'dtype': 'float32', 'quick': FLAGS.quick,
-                   'torch_layout': 'channels_last', 'optimizer': 'SGD lr 0.1 momentum 0.9'},
+                   'torch_layout': 'channels_last', 'optimizer': 'SGD lr 0.1 momentum 0.9',
+                   'torch_compile': use_compile, 'torch_device': device},
       'machine': benchmarking.machine(), 'versions': benchmarking.versions(torch), 'models': results})
 
 

@@ -45,7 +45,7 @@ KIND_NAMES = {'clear': 'clear one-line error', 'unclear': 'traceback or unclear'
 
 BINARIES = ('fit_alpha', 'search', 'design', 'model_info', 'ntk_convergence', 'ntk_dynamics',
             'ablation', 'train', 'demo', 'family_digits', 'benchmark_alpha',
-            'benchmark_alpha_fit', 'benchmark_conv',
+            'benchmark_alpha_fit', 'benchmark_bn_accuracy', 'benchmark_conv',
             'benchmark_ensemble', 'benchmark_ntk', 'benchmark_train')
 
 
@@ -411,6 +411,13 @@ _add([
     B('benchmark_alpha_fit', '--trials=1', expect=('trials', '1')),
     B('benchmark_alpha_fit', '--widths=4,4', expect=('widths', '4', 'twice')),
     B('benchmark_alpha_fit', '--seeds=0', expect=('seeds', '0')),
+])
+_add(_common('benchmark_bn_accuracy', 'batch'))
+_add([
+    B('benchmark_bn_accuracy', '--models=resnet9:1x64d', expect=('models', "'resnet9'")),
+    B('benchmark_bn_accuracy', '--models=resnext29:8by64', expect=('models', "'resnext29:8by64'")),
+    B('benchmark_bn_accuracy', '--models=', expect=('models',)),
+    B('benchmark_bn_accuracy', '--batch=1', expect=('batch', '1')),
 ])
 _add(_common('benchmark_conv', 'batch'))
 _add([

@@ -65,3 +65,18 @@ def test_benchmarks_reject_bad_flags(binary):
   proc = binary('benchmark_train', '--models=37x', '--no_torch', check=False)
   assert proc.returncode == 2
   assert proc.stderr.strip().splitlines()[-1].startswith('benchmark_train.py: error: models')
+
+
+@pytest.mark.slow
+def test_benchmark_bn_accuracy_quick(binary, tmp_path):
+  """float32 vs float64 logits, train and eval mode: small errors; with torch, the same model
+  (the two float64 computations agree) and the ratio of the errors."""
+  out = os.path.join(tmp_path, 'bn.json')
+  proc = binary('benchmark_bn_accuracy', '--quick', f'--json_out={out}', *TORCH_FLAGS)
+  assert 'ce_jax fast' in proc.stdout
+  (r,) = load_json(out)['models']
+  for variant in ('ce_jax_fast', 'ce_jax_stock'):
+    assert 0 < r[variant]['train'] < 1e-4 and 0 < r[variant]['eval'] < 1e-5
+  if HAS_TORCH:
+    assert r['f64_agreement'] < 1e-9
+    assert r['ratio_fast']['train'] == pytest.approx(r['ce_jax_fast']['train'] / r['torch']['train'])
