@@ -38,6 +38,7 @@ import jax
 import numpy as np
 
 from ce_jax import _validate
+from ce_jax.models import resnext
 
 
 class ParamCount(NamedTuple):
@@ -197,7 +198,6 @@ class ResNeXtConfig(NamedTuple):
 
 def resnext_config(name: str, stage_outputs=None, stem_channels: int = 64) -> ResNeXtConfig:
   """The :class:`ResNeXtConfig` of a registry name ('resnext29', ..., 'resnext101')."""
-  from ce_jax.models import resnext
   _validate.choice('model', name, resnext.ARCHITECTURES)
   sizes, outputs, stem = resnext.ARCHITECTURES[name]
   if stage_outputs is not None:
@@ -259,7 +259,7 @@ def resnext_cost(config: ResNeXtConfig, cardinality, base_width: int, num_classe
 def resnext_params(name: str, cardinality, base_width: int, num_classes: int | None = None):
   """Closed-form parameter count of a registry ResNeXt (vectorized in ``cardinality``)."""
   config = resnext_config(name)
-  num_classes = (10 if name == 'resnext29' else 1000) if num_classes is None else num_classes
+  num_classes = resnext.default_num_classes(name) if num_classes is None else num_classes
   _validate.positive_values('cardinality', cardinality)
   base_width = _validate.positive_int('base_width', base_width)
   num_classes = _validate.positive_int('num_classes', num_classes)
@@ -277,7 +277,7 @@ def resnext_flops(name: str, cardinality, base_width: int, num_classes: int | No
                   image_size: int | None = None):
   """Closed-form per-example FLOPs of a registry ResNeXt (vectorized in ``cardinality``)."""
   config = resnext_config(name)
-  num_classes = (10 if name == 'resnext29' else 1000) if num_classes is None else num_classes
+  num_classes = resnext.default_num_classes(name) if num_classes is None else num_classes
   image_size = default_image_size(name) if image_size is None else image_size
   _validate.positive_values('cardinality', cardinality)
   base_width = _validate.positive_int('base_width', base_width)

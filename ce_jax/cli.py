@@ -39,6 +39,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from ce_jax import guards
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 # Flags holding an output FILE (besides any flag ending in '_out') and an output DIRECTORY.
@@ -265,52 +267,8 @@ def configure_logging(verbosity: int = 0) -> None:
 # Output paths
 
 
-def _nearest_existing(path: str) -> str:
-  p = path
-  while not os.path.lexists(p):
-    parent = os.path.dirname(p)
-    if parent == p:
-      break
-    p = parent
-  return p
-
-
-def check_output_dir(path: str | None, flag: str = '--workdir') -> str | None:
-  """Checks, creating nothing, that directory ``path`` exists or can be created and written.
-
-  Returns it absolute (None for an empty value). Raises a one-line ``ValueError`` when it, or
-  one of its parents, is a file, or when its nearest existing parent cannot be written.
-  """
-  if path is None or path == '':
-    return None
-  full = os.path.abspath(os.path.expanduser(str(path)))
-  base = _nearest_existing(full)
-  if not os.path.isdir(base):
-    where = 'is a file' if base == full else f'is under a file ({base})'
-    raise ValueError(f'{flag}={path} {where}, not a directory')
-  if not os.access(base, os.W_OK | os.X_OK):
-    raise ValueError(f'{flag}={path}: the directory {base} is not writable')
-  return full
-
-
-def check_output_file(path: str | None, flag: str) -> str | None:
-  """Checks, creating nothing, that file ``path`` can be written: it is not a directory, its
-  parent exists or can be created (no file on the way) and is writable. Returns it absolute."""
-  if path is None or path == '':
-    return None
-  path = str(path)
-  full = os.path.abspath(os.path.expanduser(path))
-  if path.endswith(('/', os.sep)) or os.path.isdir(full):
-    raise ValueError(f'{flag}={path} is a directory; give a file name')
-  if os.path.lexists(full) and not os.access(full, os.W_OK):
-    raise ValueError(f'{flag}={path} exists and is not writable')
-  parent = os.path.dirname(full)
-  base = _nearest_existing(parent)
-  if not os.path.isdir(base):
-    raise ValueError(f'{flag}={path}: its directory cannot be created, {base} is a file')
-  if not os.access(base, os.W_OK | os.X_OK):
-    raise ValueError(f'{flag}={path}: the directory {base} is not writable')
-  return full
+check_output_dir = guards.check_output_dir
+check_output_file = guards.check_output_file
 
 
 def output_flags(flag_values=None) -> tuple[list[str], list[str]]:

@@ -106,36 +106,48 @@ def _first_existing(path: str) -> str:
   return p
 
 
-def check_output_dir(path: str, flag: str = '--workdir', shown: str | None = None) -> str:
-  """Checks that directory ``path`` exists or can be created and written; returns it absolute.
+def check_output_dir(path: str | None, flag: str = '--workdir', shown: str | None = None,
+                     required: bool = False) -> str | None:
+  """Checks, creating nothing, that directory ``path`` exists or can be created and written.
 
-  Raises a one-line ``ValueError`` when ``path`` (or a parent) is a file or when the nearest
-  existing parent cannot be written. Creates nothing. ``shown``: the flag's value to name in
-  messages (default ``path``).
+  Returns it absolute; an empty value (None or '') gives None, or, with ``required``, a
+  one-line error. Raises a one-line ``ValueError`` when it, or one of its parents, is a file, or
+  when its nearest existing parent cannot be written. ``shown``: the flag's value to name in
+  messages (default ``path``). The one check of every output directory (``ce_jax.cli`` checks
+  the binaries' output flags with it).
   """
   shown = path if shown is None else shown
-  if not path:
-    raise ValueError(f'{flag} must not be empty')
-  full = os.path.abspath(path)
+  if path is None or path == '':
+    if required:
+      raise ValueError(f'{flag} must not be empty')
+    return None
+  full = os.path.abspath(os.path.expanduser(str(path)))
   base = _first_existing(full)
   if not os.path.isdir(base):
-    what = 'is a file' if base == full and shown == path else f'is under a file ({base})'
-    raise ValueError(f'{flag}={shown} {what}, not a directory')
+    where = 'is a file' if base == full and shown == path else f'is under a file ({base})'
+    raise ValueError(f'{flag}={shown} {where}, not a directory')
   if not os.access(base, os.W_OK | os.X_OK):
-    raise ValueError(f'{flag}={shown}: {base} is not writable')
+    raise ValueError(f'{flag}={shown}: the directory {base} is not writable')
   return full
 
 
 def check_output_file(path: str | None, flag: str) -> str | None:
-  """Checks that file ``path`` can be written (its directory exists or can be created)."""
-  if not path:
-    return path
-  full = os.path.abspath(path)
-  if os.path.isdir(full):
-    raise ValueError(f'{flag}={path} is a directory, not a file')
+  """Checks, creating nothing, that file ``path`` can be written: it is not a directory, its
+  parent exists or can be created (no file on the way) and is writable. Returns it absolute
+  (None for an empty value)."""
+  if path is None or path == '':
+    return None
+  path = str(path)
+  full = os.path.abspath(os.path.expanduser(path))
+  if path.endswith(('/', os.sep)) or os.path.isdir(full):
+    raise ValueError(f'{flag}={path} is a directory; give a file name')
   if os.path.lexists(full) and not os.access(full, os.W_OK):
-    raise ValueError(f'{flag}={path} is not writable')
-  check_output_dir(os.path.dirname(full), flag=flag, shown=path)
+    raise ValueError(f'{flag}={path} exists and is not writable')
+  base = _first_existing(os.path.dirname(full))
+  if not os.path.isdir(base):
+    raise ValueError(f'{flag}={path}: its directory cannot be created, {base} is a file')
+  if not os.access(base, os.W_OK | os.X_OK):
+    raise ValueError(f'{flag}={path}: the directory {base} is not writable')
   return full
 
 

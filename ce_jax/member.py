@@ -70,6 +70,18 @@ def _freeze(d) -> tuple:
   return tuple(sorted(dict(d or {}).items()))
 
 
+def _built(make: Callable[[], Any], what: str, args: str) -> nn.Module:
+  """``make()``, with its failure or a non-module result as one line naming ``what`` and ``args``."""
+  try:
+    module = make()
+  except Exception as e:  # pylint: disable=broad-except
+    raise ValueError(f'{what} rejected {args}: {_first_line(e)}') from None
+  if not isinstance(module, nn.Module):
+    raise ValueError(f'{what} must return a flax.linen.Module, got {type(module).__name__} '
+                     f'for {args}')
+  return module
+
+
 @dataclasses.dataclass(frozen=True)
 class Member:
   """A member (or block path) of a collegial ensemble, given as a Flax module factory.
@@ -130,29 +142,16 @@ class Member:
   def build(self, width: Width) -> nn.Module:
     """``factory(width)``, checked to be a Flax module."""
     width = canonical_width(width)
-    try:
-      module = self.factory(width)
-    except Exception as e:  # pylint: disable=broad-except
-      raise ValueError(f'member factory {self.name!r} rejected width {width!r}: '
-                       f'{_first_line(e)}') from None
-    if not isinstance(module, nn.Module):
-      raise ValueError(f'member factory {self.name!r} must return a flax.linen.Module, got '
-                       f'{type(module).__name__} for width {width!r}')
-    return module
+    return _built(lambda: self.factory(width), f'member factory {self.name!r}',
+                  f'width {width!r}')
 
   def build_network(self, m: int, width: Width) -> nn.Module:
+    """``network(m, width)``, checked to be a Flax module."""
     if self.network is None:
       raise ValueError(f'member {self.name!r} has no network builder')
     width = canonical_width(width)
-    try:
-      module = self.network(int(m), width)
-    except Exception as e:  # pylint: disable=broad-except
-      raise ValueError(f'network builder of {self.name!r} rejected m={m}, width={width!r}: '
-                       f'{_first_line(e)}') from None
-    if not isinstance(module, nn.Module):
-      raise ValueError(f'network builder of {self.name!r} must return a flax.linen.Module, got '
-                       f'{type(module).__name__}')
-    return module
+    return _built(lambda: self.network(int(m), width), f'network builder of {self.name!r}',
+                  f'm={m}, width={width!r}')
 
   def example_input(self, batch: int = 1):
     return jax.ShapeDtypeStruct((batch,) + tuple(self.input_shape), self.input_dtype)

@@ -34,6 +34,10 @@ import flax.linen as nn
 
 from ce_jax import _validate
 from ce_jax.member import Member
+from ce_jax.models import dense as dense_lib
+from ce_jax.models import ensemble as ensemble_lib
+from ce_jax.models import resnext
+from ce_jax.models.bottleneck import NTKBottleneck
 
 PARAMETERIZATIONS = ('ntk', 'standard')
 
@@ -54,8 +58,8 @@ RESNEXT_NETWORKS = ('resnext29', 'resnext38', 'resnext50', 'resnext101')
 
 
 def default_num_classes(network: str) -> int:
-  """Classes of a registry ResNeXt by default: 10 for ResNeXt-29 (CIFAR-10), else 1000."""
-  return 10 if network == 'resnext29' else 1000
+  """Classes of a registry ResNeXt by default (:func:`ce_jax.models.resnext.default_num_classes`)."""
+  return resnext.default_num_classes(network)
 
 
 def default_image_size(network: str) -> int:
@@ -91,7 +95,6 @@ def _dense_widths(width, depth: int) -> tuple:
 
 
 def _dense_factory(width, *, depth, num_outputs, parameterization):
-  from ce_jax.models import dense as dense_lib
   widths = _dense_widths(width, depth)
   if parameterization == 'standard':
     return StandardDenseMember(widths, num_outputs)
@@ -99,10 +102,8 @@ def _dense_factory(width, *, depth, num_outputs, parameterization):
 
 
 def _dense_network(m, width, *, depth, num_outputs, parameterization):
-  from ce_jax.models import dense as dense_lib
   widths = _dense_widths(width, depth)
   if parameterization == 'standard':
-    from ce_jax.models import ensemble as ensemble_lib
     return ensemble_lib.ensemble(StandardDenseMember(widths, num_outputs), m)
   return dense_lib.DenseEnsemble(m, widths, num_outputs)
 
@@ -138,7 +139,6 @@ class StandardBottleneckPath(nn.Module):
 
 
 def _bottleneck_factory(width, *, in_channels, out_channels, parameterization):
-  from ce_jax.models.bottleneck import NTKBottleneck
   width = width[0] if isinstance(width, tuple) and len(width) == 1 else width
   if parameterization == 'standard':
     return StandardBottleneckPath(int(width), out_channels)
@@ -146,7 +146,6 @@ def _bottleneck_factory(width, *, in_channels, out_channels, parameterization):
 
 
 def _resnext_network(m, width, *, network, num_classes):
-  from ce_jax.models import resnext
   width = width[0] if isinstance(width, tuple) and len(width) == 1 else width
   return resnext.resnext(network, cardinality=int(m), base_width=int(width),
                          num_classes=num_classes)

@@ -538,7 +538,7 @@ def train_and_evaluate(config, workdir: str, *, model=None,
   t_start = time.time()
   _quiet_orbax()
   validate_config(config, check_model=model is None)
-  guards.check_output_dir(workdir, '--workdir')
+  guards.check_output_dir(workdir, '--workdir', required=True)
   info = input_pipeline.get_info(config.dataset, _get(config, 'data_dir', None),
                                  num_train=_get(config, 'num_train_examples', None),
                                  num_test=_get(config, 'num_test_examples', None))

@@ -84,7 +84,7 @@ def measure(name, cardinality, base_width, batch, size, key, torch, stage_output
   """Errors of one model: ``{variant: {mode: error}}`` for ce_jax and torch, and checks."""
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from ce_jax.models import resnext  # pylint: disable=g-import-not-at-top
-  num_classes = 10 if name in ('resnext29', 'resnext38') else 1000
+  num_classes = resnext.default_num_classes(name)
   kw = dict(cardinality=cardinality, base_width=base_width, num_classes=num_classes,
             stage_outputs=stage_outputs, stem_channels=stem_channels)
   x = np.asarray(jax.random.normal(jax.random.fold_in(key, 1), (batch, size, size, 3)))

@@ -261,7 +261,7 @@ def run_benchmark(models, batch, size, reps, stage_outputs, stem_channels, use_t
 
   for s, res in zip(setups, results):
     for k in variants + ['torch', 'torch_compile']:
-      t = s['times'][k]
+      t = s['times'].get(k, [])
       res[f'{k}_step_s'] = statistics.median(t) if t else None
       res[f'{k}_img_s'] = batch / statistics.median(t) if t else None
       res[f'{k}_all_s'] = t

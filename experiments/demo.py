@@ -156,7 +156,7 @@ def main(argv):
   n_seeds = _validate.positive_int('seeds', FLAGS.seeds)
   epochs = _validate.positive_int('epochs', FLAGS.epochs)
   workdir = FLAGS.workdir
-  guards.check_output_dir(workdir, '--workdir')
+  guards.check_output_dir(workdir, '--workdir', required=True)
   with guards.WorkdirLock(workdir):
     run_demo(workdir, depth, width, widths, trials, n_seeds, epochs)
 

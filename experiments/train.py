@@ -52,7 +52,7 @@ def main(argv):
   # Bad values fail with one line before anything slow (the device check needs the backend,
   # which must start after jax.distributed.initialize: train_and_evaluate repeats it).
   train.validate_config(FLAGS.config, device_count=1)
-  guards.check_output_dir(FLAGS.workdir, '--workdir')
+  guards.check_output_dir(FLAGS.workdir, '--workdir', required=True)
   train.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   logging.vlog(1, 'config:\n%s', FLAGS.config)
   # Failures (NaN/Inf, write errors, no progress) become one line and exit code 1 in

@@ -389,9 +389,34 @@ class GroupedConv(nn.Module):
 # BatchNorm with batch statistics by matrix products.
 
 
+def _block_rows(m: int) -> int:
+  """Rows per block of :func:`_column_sums`: the divisor of ``m`` nearest 256 in [64, 1024]
+  (``m`` itself when ``m <= 1024`` or no such divisor exists)."""
+  if m <= 1024:
+    return m
+  for delta in range(0, 961):
+    for rows in (256 - delta, 256 + delta):
+      if 64 <= rows <= 1024 and m % rows == 0:
+        return rows
+  return m
+
+
 def _column_sums(a):
-  """``ones(M) @ a`` for ``a`` of shape ``(M, C)`` in float32: a GEMV instead of a reduce."""
-  return jnp.dot(jnp.ones((a.shape[0],), a.dtype), a, precision=lax.Precision.HIGHEST)
+  """Column sums of ``a`` ``(M, C)`` as one GEMV (XLA:CPU's row reductions are ~3x slower).
+
+  A float32 GEMV ``ones(M) @ a`` accumulates each column's M products in sequence, so its error
+  grows with M (the variance of 32768 x 256 activations came out 1e-4 off, relative). Here the
+  free reshape ``(M, C) -> (R, (M / R) C)`` (:func:`_block_rows`, R ~ 256) makes the same GEMV
+  sum every (M / R)-th row into its own accumulator, then the M / R partial sums of each column
+  are added: the error of a blocked sum (~1e-6), at the cost of the plain GEMV.
+  """
+  m, c = a.shape
+  rows = _block_rows(m)
+  ones = jnp.ones((rows,), a.dtype)
+  if rows == m:
+    return jnp.dot(ones, a, precision=lax.Precision.HIGHEST)
+  parts = jnp.dot(ones, a.reshape(rows, (m // rows) * c), precision=lax.Precision.HIGHEST)
+  return jnp.sum(parts.reshape(m // rows, c), axis=0)
 
 
 def _batch_stats(x2, fast_variance: bool, axis_name, axis_index_groups):

@@ -188,6 +188,11 @@ class ResNeXt(nn.Module):
     return jnp.asarray(x, jnp.float32)
 
 
+def default_num_classes(name: str) -> int:
+  """The one rule for a registry ResNeXt's classes: 10 for ResNeXt-29 (CIFAR-10), else 1000."""
+  return 10 if name == 'resnext29' else 1000
+
+
 def resnext(name: str, cardinality: int = 1, base_width: int = 64, num_classes: int | None = None,
             dtype: Any = jnp.float32, conv: ModuleDef | None = None, stage_outputs=None,
             stem_channels: int = 64, layers: str = 'fast') -> ResNeXt:
@@ -195,7 +200,7 @@ def resnext(name: str, cardinality: int = 1, base_width: int = 64, num_classes: 
   _validate.choice('model', name, ARCHITECTURES)
   sizes, outputs, stem = ARCHITECTURES[name]
   if num_classes is None:
-    num_classes = 10 if name == 'resnext29' else 1000
+    num_classes = default_num_classes(name)
   if stage_outputs is not None:
     outputs = _validate.int_list('stage_outputs', stage_outputs)
   return ResNeXt(stage_sizes=sizes, stage_outputs=outputs, cardinality=cardinality,
