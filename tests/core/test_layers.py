@@ -311,18 +311,15 @@ def test_resnext_train_mode_float32_matches_float64():
   assert err < 1e-4, err
 
 
-def test_batchnorm_column_sums_are_accurate_over_many_rows():
-  """FastBatchNorm's sums are GEMVs; over 32768 rows one float32 accumulator per column loses
-  ~1e-5 of the mean and ~1e-4 of the variance. The blocked GEMV stays near float32 rounding."""
+def test_batchnorm_statistics_are_accurate_over_many_rows():
+  """Over 32768 rows a GEMV's one float32 accumulator per column loses ~4e-6 of a column sum;
+  FastBatchNorm's batch statistics stay at float32 rounding (a tree reduction)."""
   from ce_jax.models import layers as layers_lib
   rng = np.random.default_rng(1)
   x = (1.0 + rng.standard_normal((32768, 16))).astype(np.float32)
   xd = x.astype(np.float64)
-  sums = np.asarray(layers_lib._column_sums(jnp.asarray(x)), np.float64)  # pylint: disable=protected-access
-  assert np.max(np.abs(sums - xd.sum(0)) / np.abs(xd).sum(0)) < 5e-7   # one accumulator: 3.9e-6
+  gemv = np.asarray(layers_lib._column_sums(jnp.asarray(x)), np.float64)  # pylint: disable=protected-access
+  assert np.max(np.abs(gemv - xd.sum(0)) / np.abs(xd).sum(0)) > 1e-6   # what the GEMV loses
   mean, var = layers_lib._batch_stats(jnp.asarray(x), False, None, None)  # pylint: disable=protected-access
   assert np.max(np.abs(np.asarray(mean, np.float64) - xd.mean(0))) < 5e-7
   assert np.max(np.abs(np.asarray(var, np.float64) / xd.var(0) - 1)) < 1e-6
-  for m in (7, 1024, 1025, 4096, 32768, 3 * 7 * 7 * 64):
-    rows = layers_lib._block_rows(m)  # pylint: disable=protected-access
-    assert m % rows == 0 and (rows == m or 64 <= rows <= 1024)
