@@ -11,8 +11,8 @@ SGD-with-momentum update (lr 0.1, momentum 0.9), on a batch of ``--batch`` rando
   fastest convolutions without the oneDNN extension (:mod:`ce_jax.onednn`);
 * ``ce_jax_flax_bn`` (``--compare_bn``): the model zoo's ResNeXt-29 with ``conv=GroupedConv``
   and stock ``nn.BatchNorm`` (isolates the BatchNorm change);
-* ``torch``: the same ResNeXt-29 written below in torch (eager, channels_last, float32); the
-  parameter counts are asserted equal;
+* ``torch``: the same ResNeXt-29 in torch (``ce_jax.benchmarking.torch_resnext``; eager,
+  channels_last, float32); the parameter counts are asserted equal;
 * ``torch_compile`` (``--torch_compile``, on by default with torch): the same torch model
   through ``torch.compile`` (inductor, CPU: generated C++ kernels; what a PyTorch user who
   cares about speed runs), from the same initial weights; its compilation time is reported
@@ -110,54 +110,6 @@ def make_jax_step(model, tx):
   return jax.jit(step)
 
 
-def torch_resnext29(torch, cardinality, base_width, stage_outputs, stem_channels):
-  """ResNeXt-29 in torch with the layout of ``ce_jax.models.resnext`` (for the benchmark)."""
-  tnn = torch.nn
-
-  class Bottleneck(tnn.Module):
-    def __init__(self, cin, width, out, groups, stride):
-      super().__init__()
-      self.conv1 = tnn.Conv2d(cin, width, 1, bias=False)
-      self.bn1 = tnn.BatchNorm2d(width, momentum=0.1, eps=1e-5)
-      self.conv2 = tnn.Conv2d(width, width, 3, stride=stride, padding=1, groups=groups,
-                              bias=False)
-      self.bn2 = tnn.BatchNorm2d(width, momentum=0.1, eps=1e-5)
-      self.conv3 = tnn.Conv2d(width, out, 1, bias=False)
-      self.bn3 = tnn.BatchNorm2d(out, momentum=0.1, eps=1e-5)
-      self.shortcut = None
-      if cin != out or stride != 1:
-        self.shortcut = tnn.Sequential(tnn.Conv2d(cin, out, 1, stride=stride, bias=False),
-                                       tnn.BatchNorm2d(out, momentum=0.1, eps=1e-5))
-
-    def forward(self, x):
-      y = torch.relu(self.bn1(self.conv1(x)))
-      y = torch.relu(self.bn2(self.conv2(y)))
-      y = self.bn3(self.conv3(y))
-      return torch.relu(y + (x if self.shortcut is None else self.shortcut(x)))
-
-  class Net(tnn.Module):
-    def __init__(self):
-      super().__init__()
-      self.stem = tnn.Sequential(tnn.Conv2d(3, stem_channels, 3, padding=1, bias=False),
-                                 tnn.BatchNorm2d(stem_channels, momentum=0.1, eps=1e-5),
-                                 tnn.ReLU())
-      blocks, cin = [], stem_channels
-      sizes, _, _ = resnext.ARCHITECTURES['resnext29']
-      for i, (n, out) in enumerate(zip(sizes, stage_outputs)):
-        width = resnext.stage_width(cardinality, base_width, out)
-        for j in range(n):
-          blocks.append(Bottleneck(cin, width, out, cardinality, 2 if (i > 0 and j == 0) else 1))
-          cin = out
-      self.blocks = tnn.Sequential(*blocks)
-      self.fc = tnn.Linear(cin, NUM_CLASSES)
-
-    def forward(self, x):
-      x = self.blocks(self.stem(x))
-      return self.fc(x.mean(dim=(2, 3)))
-
-  return Net()
-
-
 def run_benchmark(models, batch, size, reps, stage_outputs, stem_channels, use_torch, compare_bn,
                   check_stock, log=print, compare_xla=False, torch_compile=False,
                   torch_device='cpu'):
@@ -186,7 +138,8 @@ def run_benchmark(models, batch, size, reps, stage_outputs, stem_channels, use_t
     if check_stock:
       s['check'] = (make_jax_step(mods['stock_flax'], tx), v)
     if torch is not None:
-      net = torch_resnext29(torch, card, width, stage_outputs, stem_channels)
+      net = benchmarking.torch_resnext(torch, 'resnext29', card, width, NUM_CLASSES,
+                                       stage_outputs, stem_channels)
       n_torch = sum(p.numel() for p in net.parameters())
       if n_torch != n_params:
         raise AssertionError(f'{name}: torch model has {n_torch} parameters, ce_jax {n_params}')
@@ -206,7 +159,8 @@ def run_benchmark(models, batch, size, reps, stage_outputs, stem_channels, use_t
           return loss.item()
         return torch_step
       if torch_compile:   # same initial weights, compiled module (forward and backward)
-        twin = torch_resnext29(torch, card, width, stage_outputs, stem_channels)
+        twin = benchmarking.torch_resnext(torch, 'resnext29', card, width, NUM_CLASSES,
+                                       stage_outputs, stem_channels)
         twin.load_state_dict(net.state_dict())
         twin = twin.to(torch_device).to(memory_format=torch.channels_last).train()
         s['torch_compile'] = make_torch_step(torch.compile(twin))
