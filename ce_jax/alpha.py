@@ -480,10 +480,14 @@ def estimate_alpha(block: Any = 'bottleneck', widths: Sequence[Any] = DEFAULT_WI
           lambda done, total: [progress(i, done, total) for i in range(len(widths))])
       mom = variance.ntk_moments(joint, jax.random.fold_in(key, 1), trials,
                                  chunk_size=chunk_size, progress=cb)
-      moments = [mom._replace(**{f: getattr(mom, f)[i:i + 1] for f in mom._fields if f != 'trials'})
-                 for i in range(len(widths))]
-    elif sampler == 'conditional':
-      member_sampler(member, widths[0], x, sampler='conditional')   # raises the one-line error
+      moments = [mom._replace(**{f: getattr(mom, f)[i:i + 1] for f in mom._fields
+                                 if f != 'trials'}) for i in range(len(widths))]
+  if moments is None and sampler == 'conditional':
+    for n in widths:   # the one-line reason where one width does not qualify
+      member_sampler(member, n, x, parameterization=parameterization, sampler='conditional')
+    raise ValueError(f"sampler='conditional' applies to each width of {widths} alone but not to "
+                     f"all of them in one program (modules of different kinds or shapes); use "
+                     f"sampler='auto'")
   if moments is None:
     chunks = _chunk_sizes(member, widths, prof, chunk_size)
   points = []

@@ -71,7 +71,7 @@ def _freeze(d) -> tuple:
 
 
 def _built(make: Callable[[], Any], what: str, args: str) -> nn.Module:
-  """``make()``, with its failure or a non-module result as one line naming ``what`` and ``args``."""
+  """``make()``; its failure or a non-module result is one line naming ``what`` and ``args``."""
   try:
     module = make()
   except Exception as e:  # pylint: disable=broad-except

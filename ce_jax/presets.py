@@ -58,7 +58,7 @@ RESNEXT_NETWORKS = ('resnext29', 'resnext38', 'resnext50', 'resnext101')
 
 
 def default_num_classes(network: str) -> int:
-  """Classes of a registry ResNeXt by default (:func:`ce_jax.models.resnext.default_num_classes`)."""
+  """Classes of a registry ResNeXt by default (``resnext.default_num_classes``)."""
   return resnext.default_num_classes(network)
 
 

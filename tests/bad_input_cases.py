@@ -569,6 +569,10 @@ def api_cases() -> list[ApiCase]:
       A('alpha.estimate_alpha', 'conditional on a standard member', lambda: alpha.estimate_alpha(
           presets.bottleneck(in_channels=8, out_channels=8, parameterization='standard'),
           [4, 8], 4, sampler='conditional'), ('conditional', 'bottleneck_resnext29_standard')),
+      A('alpha.estimate_alpha', "conditional with parameterization 'ntk'",
+        lambda: alpha.estimate_alpha(presets.bottleneck(in_channels=8, out_channels=8), [4, 8],
+                                     4, parameterization='ntk', sampler='conditional'),
+        ('conditional', "'ntk'")),
       A('conditional.bottleneck_diagonal_sampler', 'two inputs',
         lambda: conditional.bottleneck_diagonal_sampler([4], np.ones((2, 3, 3, 8))),
         ('ONE input', '2 inputs')),

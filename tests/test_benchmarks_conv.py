@@ -79,4 +79,5 @@ def test_benchmark_bn_accuracy_quick(binary, tmp_path):
     assert 0 < r[variant]['train'] < 1e-4 and 0 < r[variant]['eval'] < 1e-5
   if HAS_TORCH:
     assert r['f64_agreement'] < 1e-9
-    assert r['ratio_fast']['train'] == pytest.approx(r['ce_jax_fast']['train'] / r['torch']['train'])
+    assert r['ratio_fast']['train'] == pytest.approx(
+        r['ce_jax_fast']['train'] / r['torch']['train'])
