@@ -145,7 +145,8 @@ def check_output_file(path: str | None, flag: str) -> str | None:
     raise ValueError(f'{flag}={path} exists and is not writable')
   base = _first_existing(os.path.dirname(full))
   if not os.path.isdir(base):
-    raise ValueError(f'{flag}={path}: its directory cannot be created, {base} is a file')
+    raise ValueError(f'{flag}={path}: its directory cannot be created, it is under a file '
+                     f'({base})')
   if not os.access(base, os.W_OK | os.X_OK):
     raise ValueError(f'{flag}={path}: the directory {base} is not writable')
   return full

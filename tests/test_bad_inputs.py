@@ -203,11 +203,13 @@ def test_check_outputs_creates_nothing(tmp_path):
 def test_fit_alpha_writes_each_width_as_it_comes(tmp_path):
   out = tmp_path / 'alpha.json'
   env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''))
-  # width 4 takes a second or two; width 256 with 20000 trials far longer: the partial file
+  # Full weights, one Monte Carlo per width (the conditional sampler runs every width at once):
+  # width 4 takes a second or two, width 256 with 20000 trials far longer, so the partial file
   # (the first point, complete false, no alpha) appears before the run ends.
   proc = subprocess.Popen(
       [sys.executable, os.path.join(REPO, 'experiments', 'fit_alpha.py'), '--block=dense',
-       '--widths=4,256', '--trials=20000', '--chunk_size=20', f'--json_out={out}'],
+       '--widths=4,256', '--trials=20000', '--chunk_size=20', '--sampler=full_weights',
+       f'--json_out={out}'],
       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=str(tmp_path))
   try:
     deadline = time.time() + 240
