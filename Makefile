@@ -49,12 +49,12 @@ define stack
 endef
 
 # $(call onednn,VENV,LOCK): compile the oneDNN extension against VENV's JAX FFI headers and
-# oneDNN (one build per stack under ce_jax/_build). It needs a C++ compiler: g++ where
+# oneDNN (one build per stack under ce_jax/models/native/_build). It needs a C++ compiler: g++ where
 # installed, else zig's from PyPI (the cxx extra).
 define onednn
-	$(1)/bin/python -m ce_jax.onednn build || { $(1)/bin/pip install -q -c $(2) -e '.[cxx]' && \
-	  $(1)/bin/python -m ce_jax.onednn build; }
-	$(1)/bin/python -m ce_jax.onednn status
+	$(1)/bin/python -m ce_jax.models.native.onednn build || { $(1)/bin/pip install -q -c $(2) -e '.[cxx]' && \
+	  $(1)/bin/python -m ce_jax.models.native.onednn build; }
+	$(1)/bin/python -m ce_jax.models.native.onednn status
 endef
 
 $(VENV)/.installed: $(LOCK) setup.cfg pyproject.toml
@@ -98,4 +98,4 @@ bench: install
 	$(BIN)/python experiments/benchmark_ntk.py --json_out=runs/bench/ntk.json
 
 clean:
-	rm -rf $(VENV) $(NT_VENV) $(PY312_VENV) runs *.egg-info ce_jax/_build
+	rm -rf $(VENV) $(NT_VENV) $(PY312_VENV) runs *.egg-info ce_jax/models/native/_build

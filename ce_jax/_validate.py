@@ -3,7 +3,7 @@
 Every public function of ce_jax validates its arguments with these helpers, so that a user sees
 ``ValueError: width must be an integer >= 1, got 0`` instead of a deep traceback or a silent
 wrong answer. Binaries catch ``ValueError`` and turn it into a usage error (see
-:func:`ce_jax.cli.run_main`).
+:func:`ce_jax.tools.cli.run_main`).
 """
 
 from __future__ import annotations

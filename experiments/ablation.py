@@ -34,8 +34,8 @@ import time
 from absl import flags
 from absl import logging
 
-from ce_jax import cli
-from ce_jax import guards
+from ce_jax.tools import cli
+from ce_jax.tools import guards
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('dataset', 'digits', 'digits (offline, default) | mnist (tfds, if prepared)')
@@ -68,7 +68,8 @@ def _finite_or_none(x):
 def main(argv):
   if len(argv) > 1:
     raise ValueError(f'unexpected positional arguments: {argv[1:]}')
-  from ce_jax import _validate, ablation  # pylint: disable=g-import-not-at-top
+  from ce_jax import _validate  # pylint: disable=g-import-not-at-top
+  from ce_jax.studies import ablation
 
   dataset = _validate.choice('--dataset', FLAGS.dataset, ablation.DATASETS)
   repetitions = _validate.positive_int('--repetitions', FLAGS.repetitions)
@@ -107,7 +108,7 @@ def main(argv):
 def run_designs(data, primal, dual, baseline, start, **kw):
   """``ablation.run_ablation`` one design at a time, the JSON rewritten after each design
   (``complete: false``, the rows so far) so that a run that stops keeps what it trained."""
-  from ce_jax import ablation  # pylint: disable=g-import-not-at-top
+  from ce_jax.studies import ablation  # pylint: disable=g-import-not-at-top
   todo = [('primal', d) for d in primal] + [('dual', d) for d in dual]
   rows, done = {'primal': [], 'dual': []}, {}
   for i, (curve, d) in enumerate(todo):
@@ -135,7 +136,7 @@ def run(dataset, repetitions, epochs, alpha, baseline_width, depth, batch_size, 
         max_train, widths, ms):
   """Trains the designs, prints the table, writes the JSON and the figure; then fails (exit 1)
   on failed repetitions or, with ``--fail_on_no_progress``, on repetitions without progress."""
-  from ce_jax import ablation  # pylint: disable=g-import-not-at-top
+  from ce_jax.studies import ablation  # pylint: disable=g-import-not-at-top
 
   start = time.time()
   data = ablation.load_dataset(dataset, max_train=max_train)

@@ -1,10 +1,10 @@
 """Algorithm 1's Monte Carlo: the generic member path vs the special-cased samplers.
 
-Algorithm 1 (:func:`ce_jax.alpha.estimate_alpha`) draws ``trials`` initializations of a member
+Algorithm 1 (:func:`ce_jax.theory.alpha.estimate_alpha`) draws ``trials`` initializations of a member
 at each width and measures one diagonal NTK entry. It reaches the member through the generic
-:func:`ce_jax.alpha.member_sampler` (any Flax module wrapped as a
-:class:`ce_jax.member.Member`); before it, the library had one hand-written sampler per family
-in :mod:`ce_jax.variance`. Does the generality cost time? Cases, each at every width:
+:func:`ce_jax.theory.alpha.member_sampler` (any Flax module wrapped as a
+:class:`ce_jax.design.member.Member`); before it, the library had one hand-written sampler per family
+in :mod:`ce_jax.theory.variance`. Does the generality cost time? Cases, each at every width:
 
 * ``bottleneck``: ``alpha.member_sampler(presets.bottleneck(...), n, x)`` vs
   ``variance.bottleneck_diag_sampler(n, x)`` (one path ``C -> n -> n -> C``, centre readout,
@@ -47,12 +47,12 @@ import jax
 import numpy as np
 
 from ce_jax import _validate
-from ce_jax import alpha
-from ce_jax import benchmarking
-from ce_jax import cli
-from ce_jax import member as member_lib
-from ce_jax import presets
-from ce_jax import variance
+from ce_jax.theory import alpha
+from ce_jax.tools import benchmarking
+from ce_jax.tools import cli
+from ce_jax.design import member as member_lib
+from ce_jax.design import presets
+from ce_jax.theory import variance
 
 FLAGS = flags.FLAGS
 CASES = ('bottleneck', 'dense')

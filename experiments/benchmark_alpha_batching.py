@@ -15,7 +15,7 @@ import time
 
 from absl import flags
 
-from ce_jax import cli
+from ce_jax.tools import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer('trials', 1000, 'initializations per width')
@@ -29,7 +29,9 @@ def main(argv):
     raise ValueError(f'unexpected arguments: {" ".join(argv[1:])}')
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from ce_jax import _validate, alpha, variance  # pylint: disable=g-import-not-at-top
+  from ce_jax import _validate  # pylint: disable=g-import-not-at-top
+  from ce_jax.theory import variance
+  from ce_jax.theory import alpha
   trials = _validate.positive_int('--trials', FLAGS.trials, minimum=2)
   widths = _validate.int_list('--widths', FLAGS.widths)
   rounds = _validate.positive_int('--rounds', FLAGS.rounds)

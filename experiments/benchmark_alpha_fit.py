@@ -1,10 +1,10 @@
 """The whole Algorithm 1 fit, full-weight sampler vs the exact-in-law conditional sampler.
 
-:func:`ce_jax.alpha.estimate_alpha` samples one diagonal NTK entry per trial at every width.
+:func:`ce_jax.theory.alpha.estimate_alpha` samples one diagonal NTK entry per trial at every width.
 ``sampler='full_weights'`` draws every weight of the member and differentiates it (one
 program per width); ``sampler='conditional'`` (the default ``'auto'`` for the library's dense
 member and bottleneck) draws only the two vectors of each weight matrix the entry touches
-(:mod:`ce_jax.conditional`) and samples every width in one program. Same law, other draws, so
+(:mod:`ce_jax.theory.conditional`) and samples every width in one program. Same law, other draws, so
 the check is statistical: over ``--seeds`` seeds, the two variants' alphas must agree within
 their standard errors.
 
@@ -30,9 +30,9 @@ import jax
 import numpy as np
 
 from ce_jax import _validate
-from ce_jax import alpha
-from ce_jax import benchmarking
-from ce_jax import cli
+from ce_jax.theory import alpha
+from ce_jax.tools import benchmarking
+from ce_jax.tools import cli
 
 FLAGS = flags.FLAGS
 VARIANTS = ('full_weights', 'conditional')

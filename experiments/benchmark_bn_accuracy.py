@@ -2,7 +2,7 @@
 
 The same random weights and random BatchNorm statistics (scale, bias, running mean and
 variance) are loaded into a ce_jax ResNeXt and into the same architecture in torch
-(``ce_jax.benchmarking.torch_resnext``). Each framework computes the logits in float32 and in
+(``ce_jax.tools.benchmarking.torch_resnext``). Each framework computes the logits in float32 and in
 float64; the error of a float32 run is ``max |y32 - y64| / max |y64|`` against its own
 framework's float64 logits, in training mode (batch statistics: the one-pass variance
 ``E[x^2] - E[x]^2`` cancels after a ReLU, where the mean is large against the spread) and in
@@ -26,8 +26,8 @@ import jax
 import numpy as np
 
 from ce_jax import _validate
-from ce_jax import benchmarking
-from ce_jax import cli
+from ce_jax.tools import benchmarking
+from ce_jax.tools import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list('models', ['resnext29:8x64d', 'resnext50:32x4d'],

@@ -6,7 +6,7 @@ SAME convolution without bias on a ``(batch, size, size, C)`` input, timed as
 cotangent ``R`` (``grad`` of ``sum(conv(x))`` lets XLA drop work). Variants:
 
 * ``ce_jax``: :class:`ce_jax.models.layers.GroupedConv` (``impl='auto'``: the oneDNN extension,
-  :mod:`ce_jax.onednn`, where it is available), jitted;
+  :mod:`ce_jax.models.native.onednn`, where it is available), jitted;
 * ``xla_only``: ``GroupedConv(impl='loop')``, the fastest formulation without the extension
   (``'stock'`` for one group), jitted;
 * ``stock_flax``: ``flax.linen.Conv(feature_group_count=G)``, jitted (slow on XLA:CPU for G > 1;
@@ -34,8 +34,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ce_jax import _validate
-from ce_jax import benchmarking
-from ce_jax import cli
+from ce_jax.tools import benchmarking
+from ce_jax.tools import cli
 from ce_jax.models import layers
 
 FLAGS = flags.FLAGS

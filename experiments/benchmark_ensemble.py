@@ -40,8 +40,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ce_jax import _validate
-from ce_jax import benchmarking
-from ce_jax import cli
+from ce_jax.tools import benchmarking
+from ce_jax.tools import cli
 from ce_jax.models import dense
 from ce_jax.models import ensemble as ens_lib
 from ce_jax.models import layers

@@ -10,7 +10,7 @@ For a collegial ensemble of ``m`` dense members (default m = 16, 64 -> 5 x 32 ->
 * Monte-Carlo trials per second of one NTK diagonal entry of the NTK bottleneck block;
 * ``peak``: the ``jnp.dot`` matmul peak measured in the same run, and the
   fraction of it reached by the structured ensemble NTK and by the Monte-Carlo variance
-  estimator (``ce_jax.variance.dense_diag_sampler``) at width >= 256, with analytic FLOP counts
+  estimator (``ce_jax.theory.variance.dense_diag_sampler``) at width >= 256, with analytic FLOP counts
   (:func:`peak_ntk_flops`, :func:`peak_diag_flops`).
 
 Every variant is checked against a reference (relative error in the JSON); timings are medians
@@ -36,9 +36,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from ce_jax import _validate
-from ce_jax import cli
-from ce_jax import ntk
-from ce_jax import variance
+from ce_jax.tools import cli
+from ce_jax.theory import ntk
+from ce_jax.theory import variance
 from ce_jax.models import dense
 
 FLAGS = flags.FLAGS
@@ -340,7 +340,7 @@ def _mc_fns(cfg, key, n_inputs: int, prefix: str) -> tuple[dict, dict]:
 
   num_chunks = -(-trials // chunk)
 
-  def keys_for(k):  # trial i = split(k, T)[i], as in ce_jax.variance (padded to whole chunks)
+  def keys_for(k):  # trial i = split(k, T)[i], as in ce_jax.theory.variance (padded to whole chunks)
     ks = jax.random.split(k, num_chunks * chunk)
     return ks.reshape((num_chunks, chunk) + ks.shape[1:])
 

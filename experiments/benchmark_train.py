@@ -8,10 +8,10 @@ SGD-with-momentum update (lr 0.1, momentum 0.9), on a batch of ``--batch`` rando
   :class:`ce_jax.models.layers.FastBatchNorm` (same parameter tree as the model zoo's), jitted,
   optax SGD;
 * ``xla_only`` (``--compare_xla``): the same model with ``GroupedConv(impl='loop')`` -- the
-  fastest convolutions without the oneDNN extension (:mod:`ce_jax.onednn`);
+  fastest convolutions without the oneDNN extension (:mod:`ce_jax.models.native.onednn`);
 * ``ce_jax_flax_bn`` (``--compare_bn``): the model zoo's ResNeXt-29 with ``conv=GroupedConv``
   and stock ``nn.BatchNorm`` (isolates the BatchNorm change);
-* ``torch``: the same ResNeXt-29 in torch (``ce_jax.benchmarking.torch_resnext``; eager,
+* ``torch``: the same ResNeXt-29 in torch (``ce_jax.tools.benchmarking.torch_resnext``; eager,
   channels_last, float32); the parameter counts are asserted equal;
 * ``torch_compile`` (``--torch_compile``, on by default with torch): the same torch model
   through ``torch.compile`` (inductor, CPU: generated C++ kernels; what a PyTorch user who
@@ -42,8 +42,8 @@ import numpy as np
 import optax
 
 from ce_jax import _validate
-from ce_jax import benchmarking
-from ce_jax import cli
+from ce_jax.tools import benchmarking
+from ce_jax.tools import cli
 from ce_jax.models import layers
 from ce_jax.models import resnext
 

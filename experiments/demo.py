@@ -35,8 +35,11 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 
-from ce_jax import _validate, cli, guards, plotting, solver  # noqa: E402
-from ce_jax import alpha as alpha_lib  # noqa: E402
+from ce_jax import _validate  # noqa: E402
+from ce_jax.design import solver
+from ce_jax.tools import cli, guards
+from ce_jax.studies import plotting
+from ce_jax.theory import alpha as alpha_lib  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', 'runs/demo', 'where runs, figures and summary.json go')
@@ -91,7 +94,7 @@ def fit_alpha(widths, trials, depth, seed, cache_path):
 def train_design(name, m, n, depth, seeds, epochs, workdir, fail_on_no_progress=True):
   """Trains one design over ``seeds`` (reusing finished runs with the same settings); returns
   the summaries."""
-  from ce_jax import train
+  from ce_jax.training import train
   from experiments.configs import digits
   summaries = []
   for s in seeds:

@@ -10,9 +10,9 @@ The member is any Flax module factory ``factory(width) -> flax.linen.Module`` in
       --efficiency=flops
 
 ``--member=MODULE:NAME``: ``MODULE`` is an importable module name or a ``.py`` path (a file in
-the current directory works); ``NAME`` is a factory, a :class:`ce_jax.member.Member`, or a
+the current directory works); ``NAME`` is a factory, a :class:`ce_jax.design.member.Member`, or a
 preset builder: a callable whose parameters all have defaults and which returns a Member when
-called, e.g. ``--member=ce_jax.presets:wrn_basic``. ``--member_args=channels=160,key=value``
+called, e.g. ``--member=ce_jax.design.presets:wrn_basic``. ``--member_args=channels=160,key=value``
 passes keyword arguments to the builder (or to ``--preset``); values that read as ints or
 floats are numbers, ``true``/``false`` booleans, anything else a string.
 ``--network=MODULE:BUILDER`` (``builder(m, width) -> Module``, the whole model) gives integer m
@@ -45,12 +45,13 @@ import time
 
 from absl import flags
 
-from ce_jax import _validate, cli
+from ce_jax import _validate
+from ce_jax.tools import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('member', None, 'MODULE:FACTORY, factory(width) -> flax Module '
                     '(MODULE: importable name or .py path), or MODULE:MEMBER')
-flags.DEFINE_string('preset', None, 'instead of --member: a ce_jax.presets name')
+flags.DEFINE_string('preset', None, 'instead of --member: a ce_jax.design.presets name')
 flags.DEFINE_string('member_args', None, 'key=value,key=value: keyword arguments of a preset '
                     'builder (--member=MODULE:BUILDER or --preset), e.g. channels=160')
 flags.DEFINE_string('network', None, 'MODULE:BUILDER, builder(m, width) -> the whole model')
@@ -169,7 +170,8 @@ def _width(text: str, flag: str):
 
 
 def build_member():
-  from ce_jax import member as member_lib, presets  # pylint: disable=g-import-not-at-top
+  from ce_jax.design import member as member_lib
+  from ce_jax.design import presets  # pylint: disable=g-import-not-at-top
   if bool(FLAGS.member) == bool(FLAGS.preset):
     raise ValueError('give exactly one of --member=MODULE:FACTORY or --preset=NAME')
   member_args = parse_member_args(FLAGS.member_args)
@@ -198,7 +200,7 @@ def build_member():
       obj = built
   if member_args and not isinstance(built, member_lib.Member):
     raise ValueError(f'--member_args applies to a preset builder (a callable returning a '
-                     f'ce_jax.member.Member); --member {FLAGS.member!r} is '
+                     f'ce_jax.design.member.Member); --member {FLAGS.member!r} is '
                      + ('a Member' if isinstance(obj, member_lib.Member) else
                         f'not one (called, it returned {type(built).__name__})'
                         if built is not None else 'not one'))
@@ -236,7 +238,7 @@ def resolve_alpha():
       raise ValueError(f'--alpha_intercept must be finite, got {FLAGS.alpha_intercept!r}')
     return a, se, FLAGS.alpha_intercept, 0.0
   if FLAGS.alpha_from:
-    from ce_jax import alpha as alpha_lib  # pylint: disable=g-import-not-at-top
+    from ce_jax.theory import alpha as alpha_lib  # pylint: disable=g-import-not-at-top
     return tuple(alpha_lib.load_fit(FLAGS.alpha_from, '--alpha_from',
                                     FLAGS.fan_in_convention))
   return None
@@ -249,8 +251,10 @@ def main(argv):
   logging.getLogger('jax._src.xla_bridge').setLevel(logging.WARNING)
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from ce_jax import alpha as alpha_lib, member as member_lib  # pylint: disable=g-import-not-at-top
-  from ce_jax import plotting, solver  # pylint: disable=g-import-not-at-top
+  from ce_jax.theory import alpha as alpha_lib
+  from ce_jax.design import member as member_lib  # pylint: disable=g-import-not-at-top
+  from ce_jax.studies import plotting
+  from ce_jax.design import solver  # pylint: disable=g-import-not-at-top
 
   # Every flag and output path is checked before any work.
   efficiency = _validate.choice('--efficiency', FLAGS.efficiency, solver.EFFICIENCIES)

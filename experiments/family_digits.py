@@ -7,7 +7,7 @@ The network (:class:`DigitsMLPNet`, scikit-learn's 8x8 digits flattened to 64 fe
                                                                  aggregation='block')
     logits = Dense(d -> 10)(LayerNorm(h))
 
-Each block is ``m`` paths d -> n -> d (GELU, biases: :func:`ce_jax.presets.transformer_mlp`)
+Each block is ``m`` paths d -> n -> d (GELU, biases: :func:`ce_jax.design.presets.transformer_mlp`)
 summed inside the last dense layer, times ``1/sqrt(m)`` (``--normalize``, the default: the block
 NTK is then the MEAN of the path NTKs, the ensemble of Eq. 4 whose variance the law divides by
 m, and the block output has the same scale at initialization for every m).
@@ -21,7 +21,7 @@ m, and the block output has the same scale at initialization for every m).
    ``--compare_designs`` (default) also the primal and dual of the other law, where they differ:
    rows ``primal_0``, ``dual_0`` (the paper's law), or ``primal_a``, ``dual_a`` (the fitted law)
    with ``--nointercept_law``.
-3. Baseline, primal and dual train with Adam (``ce_jax.ablation.make_train_fn``; the seeds of a
+3. Baseline, primal and dual train with Adam (``ce_jax.studies.ablation.make_train_fn``; the seeds of a
    design run as one vmapped program). Test error mean +- standard error over seeds.
 
     python experiments/family_digits.py --workdir=runs/family_digits \
@@ -57,9 +57,12 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 
-from ce_jax import _validate, cli, presets, solver  # noqa: E402
-from ce_jax import alpha as alpha_lib  # noqa: E402
-from ce_jax import member as member_lib  # noqa: E402
+from ce_jax import _validate  # noqa: E402
+from ce_jax.design import solver
+from ce_jax.tools import cli
+from ce_jax.design import presets
+from ce_jax.theory import alpha as alpha_lib  # noqa: E402
+from ce_jax.design import member as member_lib  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', 'runs/family_digits', 'cached runs and summary.json go here')
@@ -167,7 +170,7 @@ def solve_law(problem, fit, with_intercept: bool):
 
 def train_design(name, m, n, seeds, settings, workdir, data):
   """Test errors of ``m x n`` for each seed; trains the uncached seeds in one vmapped program."""
-  from ce_jax import ablation
+  from ce_jax.studies import ablation
   run_dir = os.path.join(workdir, 'runs', f'{m}x{n}')
   results, todo = {}, []
   for s in seeds:
@@ -242,7 +245,7 @@ def main(argv):
   pylogging.getLogger('jax._src.xla_bridge').setLevel(pylogging.WARNING)
   if len(argv) > 1:
     raise ValueError(f'unexpected arguments: {" ".join(argv[1:])}')
-  from ce_jax import ablation
+  from ce_jax.studies import ablation
   d_model = _validate.positive_int('d_model', FLAGS.d_model)
   blocks = _validate.positive_int('blocks', FLAGS.blocks)
   base = FLAGS.baseline_width

@@ -24,7 +24,7 @@ import time
 from absl import flags
 from absl import logging
 
-from ce_jax import cli
+from ce_jax.tools import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('block', 'bottleneck', 'dense | bottleneck')
@@ -42,7 +42,7 @@ flags.DEFINE_boolean('intercept', True, 'fit log ratio = a + alpha S (the defaul
                      '--nointercept fits through 0')
 flags.DEFINE_integer('chunk_size', 50, 'initializations per vmapped chunk')
 flags.DEFINE_string('sampler', 'auto', 'auto | conditional | full_weights: auto samples the '
-                    'entry exactly in law without forming the weight matrices (ce_jax.conditional)'
+                    'entry exactly in law without forming the weight matrices (ce_jax.theory.conditional)'
                     ' where it applies; full_weights samples every weight')
 
 
@@ -55,7 +55,10 @@ def main(argv):
   if len(argv) > 1:
     raise ValueError(f'unexpected positional arguments: {argv[1:]}')
   import jax  # pylint: disable=g-import-not-at-top
-  from ce_jax import _validate, alpha, blocks, plotting  # pylint: disable=g-import-not-at-top
+  from ce_jax import _validate  # pylint: disable=g-import-not-at-top
+  from ce_jax.studies import plotting
+  from ce_jax.theory import alpha
+  from ce_jax.design import blocks
 
   block = _validate.choice('--block', FLAGS.block, alpha.BLOCKS)
   widths = _validate.distinct('--widths', _validate.int_list('--widths', FLAGS.widths))

@@ -9,7 +9,7 @@ Examples:
 
 Parameters come from ``jax.eval_shape(model.init)`` and FLOPs (2 per multiply-add of
 convolutions and dense layers, one example) from the jaxpr of ``model.apply`` on abstract inputs
-(``ce_jax.accounting``). JSON keys: model, params, flops (and hyperparameters, image_size,
+(``ce_jax.design.accounting``). JSON keys: model, params, flops (and hyperparameters, image_size,
 batch_stats, stages).
 """
 
@@ -24,7 +24,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import flags  # noqa: E402
 
-from ce_jax import _validate, accounting, cli  # noqa: E402
+from ce_jax import _validate  # noqa: E402
+from ce_jax.tools import cli
+from ce_jax.design import accounting
 from ce_jax.models import registry  # noqa: E402
 
 FLAGS = flags.FLAGS

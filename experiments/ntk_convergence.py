@@ -12,7 +12,7 @@ Every curve is K(x_0, x_gamma) with x_0 = (1, 0), x_gamma = (cos gamma, sin gamm
 * ``nmk`` / ``nmk_stderr``: the Neural Mean Kernel E_theta[K(theta)] (Eq. 5) by Monte Carlo over
   ``nmk_samples`` initializations of width ``nmk_width`` (default ``width``), independent of
   the ensembles;
-* ``infinite_ntk``: the infinite-width NTK (ReLU arc-cosine recursion, ``ce_jax.infinite``).
+* ``infinite_ntk``: the infinite-width NTK (ReLU arc-cosine recursion, ``ce_jax.theory.infinite``).
 
 The JSON is written after every ensemble (``complete: false``: ``gamma`` and
 the ensembles so far) and at the end (``complete: true``, with the NMK). Exit codes: 0 done,
@@ -26,7 +26,7 @@ import time
 from absl import flags
 from absl import logging
 
-from ce_jax import cli
+from ce_jax.tools import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer('depth', 4, 'number of weight matrices (>= 2)')
@@ -46,7 +46,9 @@ def main(argv):
     raise ValueError(f'unexpected positional arguments: {argv[1:]}')
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from ce_jax import _validate, plotting, variance  # pylint: disable=g-import-not-at-top
+  from ce_jax import _validate  # pylint: disable=g-import-not-at-top
+  from ce_jax.studies import convergence
+  from ce_jax.studies import plotting
 
   depth = _validate.positive_int('--depth', FLAGS.depth, minimum=2)
   width = _validate.positive_int('--width', FLAGS.width)
@@ -78,7 +80,7 @@ def main(argv):
         'ensemble_ntk': partial, 'nmk_samples': nmk_samples, 'nmk_width': nmk_width,
         'seed': FLAGS.seed, 'seconds': time.time() - start})
 
-  conv = variance.ntk_convergence(key, depth=depth, width=width, multiplicities=ms,
+  conv = convergence.ntk_convergence(key, depth=depth, width=width, multiplicities=ms,
                                   num_angles=num_angles, nmk_samples=nmk_samples,
                                   nmk_width=nmk_width, chunk_size=chunk, progress=progress,
                                   on_ensemble=on_ensemble)

@@ -29,8 +29,8 @@ import time
 from absl import flags
 from absl import logging
 
-from ce_jax import cli
-from ce_jax import guards
+from ce_jax.tools import cli
+from ce_jax.tools import guards
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('ds', '4,6,8,12,16', 'comma list of d: designs (1, d^2), (d, d), (m_c, n_c)')
@@ -50,7 +50,9 @@ flags.DEFINE_string('plot_out', None, 'write the figure (PNG) here')
 def main(argv):
   if len(argv) > 1:
     raise ValueError(f'unexpected positional arguments: {argv[1:]}')
-  from ce_jax import _validate, dynamics, plotting  # pylint: disable=g-import-not-at-top
+  from ce_jax import _validate  # pylint: disable=g-import-not-at-top
+  from ce_jax.studies import plotting
+  from ce_jax.studies import dynamics
 
   ds = _validate.int_list('--ds', FLAGS.ds)
   fixed_width = _validate.positive_int('--fixed_width', FLAGS.fixed_width)

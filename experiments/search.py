@@ -33,7 +33,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import flags  # noqa: E402
 
-from ce_jax import _validate, cli, plotting, solver  # noqa: E402
+from ce_jax import _validate  # noqa: E402
+from ce_jax.design import solver
+from ce_jax.tools import cli
+from ce_jax.studies import plotting
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('baseline', 'dense', f'baseline: {"|".join(solver.BASELINES)}')
@@ -81,7 +84,7 @@ def resolve_alpha() -> tuple:
   if FLAGS.alpha is None and not FLAGS.alpha_from:
     raise ValueError('one of --alpha or --alpha_from is required')
   if FLAGS.alpha_from:
-    from ce_jax import alpha as alpha_lib  # pylint: disable=g-import-not-at-top
+    from ce_jax.theory import alpha as alpha_lib  # pylint: disable=g-import-not-at-top
     return tuple(alpha_lib.load_fit(FLAGS.alpha_from, '--alpha_from', FLAGS.fan_in_convention))
   se = FLAGS.alpha_stderr
   if se is not None and not (se >= 0 and se < float('inf')):

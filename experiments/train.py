@@ -1,6 +1,6 @@
 """Trains one config: ``python experiments/train.py --config=CONFIG.py --workdir=DIR``.
 
-The logic lives in :func:`ce_jax.train.train_and_evaluate` (importable from notebooks and other
+The logic lives in :func:`ce_jax.training.train.train_and_evaluate` (importable from notebooks and other
 binaries); this file only parses flags. Any config key can be overridden on the command line
 (``--config.num_epochs=1``); a config file can take an argument after a colon
 (``--config=experiments/configs/cifar_resnext29.py:cifar100,37x10d``). Rerunning the same
@@ -30,7 +30,7 @@ from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from ce_jax import guards  # noqa: E402
+from ce_jax.tools import guards  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Training configuration file.',
@@ -48,7 +48,7 @@ def main(argv):
     raise ValueError('--config is required (e.g. --config=experiments/configs/digits.py)')
   if not FLAGS.workdir:
     raise ValueError('--workdir is required')
-  from ce_jax import train
+  from ce_jax.training import train
   # Bad values fail with one line before anything slow (the device check needs the backend,
   # which must start after jax.distributed.initialize: train_and_evaluate repeats it).
   train.validate_config(FLAGS.config, device_count=1)

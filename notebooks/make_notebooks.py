@@ -62,7 +62,8 @@ Small settings (width 64, a few hundred initializations) run in about a minute o
 the paper's setting is `width=1000, nmk_samples=1000`.'''),
     ('code', INSTALL),
     ('code', COMMON + '''\
-from ce_jax import ntk, plotting, variance
+from ce_jax.theory import ntk, variance
+from ce_jax.studies import convergence, plotting
 from ce_jax.models.dense import DenseEnsemble, DenseMember, unstack_member_params
 '''),
     ('md', '''\
@@ -88,7 +89,7 @@ assert np.allclose(k_aggregated, k_mean, rtol=1e-4, atol=1e-4)
 **Fig. 2.** K(x_0, x_gamma) with x_0 = (1, 0) and x_gamma = (cos gamma, sin gamma) for ensembles
 of growing m, against the Monte-Carlo NMK (+- 2 standard errors) and the infinite-width NTK.'''),
     ('code', '''\
-conv = variance.ntk_convergence(jax.random.PRNGKey(0), depth=4, width=64,
+conv = convergence.ntk_convergence(jax.random.PRNGKey(0), depth=4, width=64,
                                 multiplicities=(1, 4, 16, 64), num_angles=41, nmk_samples=256)
 for m, k in conv.ensemble_ntk.items():
   print(f'm = {m:>3}: rms(K_e - NMK) = {np.sqrt(np.mean((k - conv.nmk) ** 2)):.4f}')
@@ -118,7 +119,10 @@ NOTEBOOKS['02_alpha_and_search'] = [
    give ResNeXt-29 37x10d / 12x10d from 1x128d, and ResNet-50 -> ResNeXt-50 12x10d.'''),
     ('code', INSTALL),
     ('code', COMMON + '''\
-from ce_jax import accounting, alpha, models, plotting, solver
+from ce_jax.design import accounting, solver
+from ce_jax.theory import alpha
+from ce_jax import models
+from ce_jax.studies import plotting
 '''),
     ('md', '**Algorithm 1 on the bottleneck block** (256 -> n -> n -> 256; few trials: a quick look).'),
     ('code', '''\
@@ -173,7 +177,7 @@ Tiny settings (baseline width 64, 3 repetitions, 3 epochs); `experiments/ablatio
 real ones and `docs/ABLATION.md` reports them.'''),
     ('code', INSTALL),
     ('code', COMMON + '''\
-from ce_jax import ablation
+from ce_jax.studies import ablation
 '''),
     ('code', '''\
 data = ablation.load_dataset('digits')
@@ -211,7 +215,7 @@ appendix figure's panels: (a) m = 1, n = d^2; (b) m = n = d; (c) a fixed n with 
 of (a). The log-log slope against m n should be near -1 (`docs/ABLATION.md` reports the full run).'''),
     ('code', INSTALL),
     ('code', COMMON + '''\
-from ce_jax import dynamics, plotting
+from ce_jax.studies import dynamics, plotting
 '''),
     ('code', '''\
 x, y, x_probe = dynamics.regression_data(num_train=64, num_probe=6)
@@ -245,9 +249,11 @@ import flax.linen as nn
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import optax
-from ce_jax import alpha, input_pipeline, solver
-from ce_jax import member as member_lib
-from ce_jax.member import Member
+from ce_jax.theory import alpha
+from ce_jax.training import input_pipeline
+from ce_jax.design import solver
+from ce_jax.design import member as member_lib
+from ce_jax.design.member import Member
 from ce_jax.models.ensemble import ensemble
 '''),
     ('md', '''\

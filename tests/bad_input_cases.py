@@ -229,7 +229,7 @@ _add([
       '--baseline_width=64', expect=('--member', 'missing.py')),
     B('design', '--member={tmp}/mymember.py:NOT_CALLABLE', '--input_shape=8', '--alpha=1.6',
       '--baseline_width=64', expect=('--member', 'NOT_CALLABLE')),
-    B('design', '--member=ce_jax.presets:no_such_preset', '--alpha=1.6', '--baseline_width=64',
+    B('design', '--member=ce_jax.design.presets:no_such_preset', '--alpha=1.6', '--baseline_width=64',
       expect=('--member', "'no_such_preset'")),
     B('design', '--member=no_such_module_xyz:f', '--alpha=1.6', '--baseline_width=64',
       expect=('--member', "'no_such_module_xyz'")),
@@ -482,8 +482,13 @@ def api_cases() -> list[ApiCase]:
   import numpy as np  # pylint: disable=import-outside-toplevel
 
   # pylint: disable=import-outside-toplevel
-  from ce_jax import ablation, accounting, alpha, blocks, cli, dynamics, infinite, member
-  from ce_jax import conditional, ntk, presets, solver, variance
+  from ce_jax.studies import ablation, dynamics
+  from ce_jax.design import accounting, blocks, member
+  from ce_jax.theory import alpha, infinite
+  from ce_jax.tools import cli
+  from ce_jax.theory import conditional, ntk, variance
+  from ce_jax.studies import convergence
+  from ce_jax.design import presets, solver
   from ce_jax.models import dense, registry  # pylint: disable=import-outside-toplevel
 
   key = jax.random.PRNGKey(0)
@@ -691,15 +696,15 @@ def api_cases() -> list[ApiCase]:
           lambda k: jax.random.normal(k, (2,)), key, 0), ('trials', '0')),
       A('variance.ensemble_mean', 'm 0', lambda: variance.ensemble_mean(
           lambda k: jax.random.normal(k, (2,)), key, 0), ('m', '0')),
-      A('variance.ntk_convergence', 'depth 1', lambda: variance.ntk_convergence(key, depth=1),
+      A('convergence.ntk_convergence', 'depth 1', lambda: convergence.ntk_convergence(key, depth=1),
         ('depth', '1')),
-      A('variance.ntk_convergence', 'multiplicities [0]', lambda: variance.ntk_convergence(
+      A('convergence.ntk_convergence', 'multiplicities [0]', lambda: convergence.ntk_convergence(
           key, multiplicities=[0]), ('multiplicities', '0')),
-      A('variance.ntk_convergence', 'multiplicities [2, 2]', lambda: variance.ntk_convergence(
+      A('convergence.ntk_convergence', 'multiplicities [2, 2]', lambda: convergence.ntk_convergence(
           key, multiplicities=[2, 2]), ('multiplicities', '2', 'twice')),
-      A('variance.ntk_convergence', 'num_angles 1', lambda: variance.ntk_convergence(
+      A('convergence.ntk_convergence', 'num_angles 1', lambda: convergence.ntk_convergence(
           key, num_angles=1), ('num_angles', '1')),
-      A('variance.ntk_convergence', 'num_angles 1e10', lambda: variance.ntk_convergence(
+      A('convergence.ntk_convergence', 'num_angles 1e10', lambda: convergence.ntk_convergence(
           key, width=4, multiplicities=[1], nmk_samples=2, num_angles=10 ** 10),
         ('10000000000',)),
       A('variance.dense_ntk_sampler', 'widths [0]', lambda: variance.dense_ntk_sampler(
@@ -824,11 +829,11 @@ class Outcome(NamedTuple):
 
 _PRELOAD = ('numpy', 'jax', 'jax.numpy', 'flax.linen', 'optax', 'absl.app', 'absl.flags',
             'absl.logging', 'ml_collections', 'ml_collections.config_flags', 'ce_jax._validate',
-            'ce_jax.cli', 'ce_jax.guards', 'ce_jax.alpha', 'ce_jax.solver', 'ce_jax.variance',
-            'ce_jax.ntk', 'ce_jax.member', 'ce_jax.presets', 'ce_jax.accounting',
-            'ce_jax.blocks', 'ce_jax.models.registry', 'ce_jax.models.resnext',
-            'ce_jax.models.layers', 'ce_jax.models.ensemble', 'ce_jax.train', 'ce_jax.ablation',
-            'ce_jax.dynamics', 'ce_jax.plotting', 'ce_jax.benchmarking', 'ce_jax.infinite')
+            'ce_jax.tools.cli', 'ce_jax.tools.guards', 'ce_jax.theory.alpha', 'ce_jax.design.solver', 'ce_jax.theory.variance',
+            'ce_jax.theory.ntk', 'ce_jax.design.member', 'ce_jax.design.presets', 'ce_jax.design.accounting',
+            'ce_jax.design.blocks', 'ce_jax.models.registry', 'ce_jax.models.resnext',
+            'ce_jax.models.layers', 'ce_jax.models.ensemble', 'ce_jax.training.train', 'ce_jax.studies.ablation',
+            'ce_jax.studies.dynamics', 'ce_jax.studies.plotting', 'ce_jax.tools.benchmarking', 'ce_jax.theory.infinite')
 
 _SERVER = r'''
 import io, json, os, runpy, signal, sys, time, traceback

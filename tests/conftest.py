@@ -25,7 +25,7 @@ def _nt_skip_reason():
   if importlib.util.find_spec('neural_tangents') is None:
     return (f'neural-tangents is not installed (jax {jax.__version__}); the nt cross-checks run '
             'in the reference stack: make test-nt')
-  from ce_jax import ntk  # pylint: disable=import-outside-toplevel
+  from ce_jax.theory import ntk  # pylint: disable=import-outside-toplevel
   if ntk._nt_module() is None:  # pylint: disable=protected-access
     return (f'neural-tangents does not import with jax {jax.__version__} (it needs jax < 0.6); '
             'make test-nt runs these tests')

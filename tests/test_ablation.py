@@ -7,7 +7,8 @@ import jax
 import numpy as np
 import pytest
 
-from ce_jax import ablation, blocks
+from ce_jax.studies import ablation
+from ce_jax.design import blocks
 
 from conftest import load_json
 
@@ -44,7 +45,7 @@ def test_dual_designs_keep_variance_and_vary_parameters():
 
 
 def test_designs_agree_with_solver():
-  from ce_jax import solver
+  from ce_jax.design import solver
   problem = solver.dense_problem(depth=6, width=200, input_dim=64, num_outputs=10, max_width=200)
   for d in (ablation.primal_designs([6, 30, 120], **KW) + ablation.dual_designs([3, 40], **KW)):
     ref = solver.evaluate(problem, 3.65, d.m, d.n)

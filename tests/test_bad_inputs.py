@@ -78,7 +78,7 @@ def _python(code: str, *args: str, env=None, timeout=120):
 
 _FAILING_MAIN = """
 import sys
-from ce_jax import cli
+from ce_jax.tools import cli
 def main(argv):
   print('working')
   raise RuntimeError('kaboom\\nsecond line')
@@ -114,7 +114,7 @@ def test_value_error_is_exit_2_and_flag_errors_one_line():
 
 _PROBE = """
 import sys
-from ce_jax import cli
+from ce_jax.tools import cli
 def main(argv):
   import jax
   jax.devices()
@@ -140,7 +140,7 @@ def test_quiet_default_log_and_verbosity_restores_it():
 
 
 def test_tf_cpp_min_log_level_raised_before_the_backend():
-  code = ("import os, sys\nfrom ce_jax import cli\n"
+  code = ("import os, sys\nfrom ce_jax.tools import cli\n"
           "def main(argv):\n  print(os.environ['TF_CPP_MIN_LOG_LEVEL'])\n"
           "cli.run_main(main)\n")
   assert _python(code).stdout.strip() == '2'
@@ -150,9 +150,9 @@ def test_tf_cpp_min_log_level_raised_before_the_backend():
 
 _TF = """
 import sys
-from ce_jax import cli
+from ce_jax.tools import cli
 def main(argv):
-  from ce_jax import input_pipeline
+  from ce_jax.training import input_pipeline
   input_pipeline._tf()   # imports TensorFlow and hides the accelerators from it
   print('python stderr still works', file=sys.stderr)
 sys.argv[0] = 'tf.py'
@@ -182,7 +182,7 @@ def test_binary_run_has_no_backend_noise(tmp_path):
 
 
 def test_check_outputs_creates_nothing(tmp_path):
-  from ce_jax import cli
+  from ce_jax.tools import cli
   target = tmp_path / 'a' / 'b' / 'out.json'
   assert cli.check_output_file(str(target), '--json_out') == str(target)
   assert cli.check_output_dir(str(tmp_path / 'x' / 'y'), '--workdir') == str(tmp_path / 'x' / 'y')
@@ -227,13 +227,14 @@ def test_fit_alpha_writes_each_width_as_it_comes(tmp_path):
 
 
 def test_library_callbacks_report_results_as_they_come():
-  from ce_jax import alpha, variance
+  from ce_jax.studies import convergence
+  from ce_jax.theory import alpha, variance
   points = []
   est = alpha.estimate_alpha('dense', [4, 8], 8, jax.random.PRNGKey(0), depth=2, input_dim=8,
                              on_point=points.append)
   assert [p.width for p in points] == [4, 8] and tuple(points) == est.points
   seen = []
-  conv = variance.ntk_convergence(jax.random.PRNGKey(0), depth=2, width=4,
+  conv = convergence.ntk_convergence(jax.random.PRNGKey(0), depth=2, width=4,
                                   multiplicities=(1, 3), num_angles=5, nmk_samples=2,
                                   on_ensemble=lambda m, k: seen.append((m, np.asarray(k))))
   assert [m for m, _ in seen] == [1, 3]
@@ -245,7 +246,7 @@ def test_library_callbacks_report_results_as_they_come():
 
 
 def test_fit_alpha_warns_about_degenerate_fits():
-  from ce_jax import alpha
+  from ce_jax.theory import alpha
   sound = alpha.fit_alpha([0.1, 0.2, 0.3], [1.2, 1.45, 1.75], [0.01, 0.01, 0.01])
   assert sound.alpha > 0 and sound.warnings == ()
   falling = alpha.fit_alpha([0.1, 0.2, 0.3], [1.3, 1.2, 1.1], [0.01, 0.01, 0.01])
@@ -260,7 +261,7 @@ def test_fit_alpha_warns_about_degenerate_fits():
 
 
 def test_estimate_alpha_carries_the_warnings(monkeypatch):
-  from ce_jax import alpha, variance
+  from ce_jax.theory import alpha, variance
   real = variance.ntk_moments
 
   def shrinking(sample_fn, key, trials, **kw):  # ratios that fall with S: alpha < 0
@@ -280,7 +281,7 @@ def test_estimate_alpha_carries_the_warnings(monkeypatch):
 
 
 def test_ntk_checks_accept_matching_params():
-  from ce_jax import ntk
+  from ce_jax.theory import ntk
   from ce_jax.models import dense
   key = jax.random.PRNGKey(0)
   x = jax.random.normal(key, (4, 5))

@@ -14,9 +14,9 @@ from conftest import REPO
 if REPO not in sys.path:
   sys.path.insert(0, REPO)
 
-from ce_jax import accounting  # noqa: E402
-from ce_jax import input_pipeline  # noqa: E402
-from ce_jax import train  # noqa: E402
+from ce_jax.design import accounting  # noqa: E402
+from ce_jax.training import input_pipeline  # noqa: E402
+from ce_jax.training import train  # noqa: E402
 
 CONFIG_DIR = os.path.join(REPO, 'experiments', 'configs')
 HELPERS = ('common.py', 'default.py', '__init__.py')

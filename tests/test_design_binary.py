@@ -106,9 +106,9 @@ def test_design_with_given_alpha_from_a_py_path(block_dir):
 
 
 def test_design_with_a_preset_builder_and_member_args(tmp_path):
-  """``--member=ce_jax.presets:wrn_basic``: a builder (defaults only) called with member_args."""
+  """``--member=ce_jax.design.presets:wrn_basic``: a builder (defaults only) called with member_args."""
   out = tmp_path / 'wrn.json'
-  r = _run(['--member=ce_jax.presets:wrn_basic', '--member_args=channels=6',
+  r = _run(['--member=ce_jax.design.presets:wrn_basic', '--member_args=channels=6',
             '--baseline_width=12', '--widths=4,8', '--trials=4', '--chunk_size=4',
             f'--json_out={out}'], tmp_path)
   assert r.returncode == 0, r.stderr[-2000:]
@@ -121,12 +121,12 @@ def test_design_with_a_preset_builder_and_member_args(tmp_path):
 
 
 @pytest.mark.parametrize('args, match', [
-    (['--member=ce_jax.presets:wrn_basic', '--member_args=channels'], 'key=value'),
-    (['--member=ce_jax.presets:wrn_basic', '--member_args=width=3'], "no parameter 'width'"),
-    (['--member=ce_jax.presets:wrn_basic', '--member_args=channels=0'],
+    (['--member=ce_jax.design.presets:wrn_basic', '--member_args=channels'], 'key=value'),
+    (['--member=ce_jax.design.presets:wrn_basic', '--member_args=width=3'], "no parameter 'width'"),
+    (['--member=ce_jax.design.presets:wrn_basic', '--member_args=channels=0'],
      'channels must be an integer >= 1'),
     (['--member=myblock:factory', '--member_args=channels=6'], 'applies to a preset builder'),
-    (['--member=ce_jax.presets:wrn_basic', '--input_shape=5,5,8'], 'does not apply'),
+    (['--member=ce_jax.design.presets:wrn_basic', '--input_shape=5,5,8'], 'does not apply'),
 ])
 def test_bad_member_args_exit_2_with_one_line(block_dir, args, match):
   base = ['--baseline_width=12', '--widths=4,8', '--trials=4']

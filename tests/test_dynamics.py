@@ -7,7 +7,8 @@ import jax
 import numpy as np
 import pytest
 
-from ce_jax import blocks, dynamics
+from ce_jax.design import blocks
+from ce_jax.studies import dynamics
 
 from conftest import load_json
 
@@ -41,7 +42,7 @@ def test_fit_loglog_slope_against_linregress():
 
 
 def test_empirical_ntk_matches_ce_jax_ntk():
-  from ce_jax import ntk
+  from ce_jax.theory import ntk
   from ce_jax.models.dense import DenseEnsemble
   model = DenseEnsemble(3, (5, 7), 1)
   x = jax.random.normal(jax.random.PRNGKey(1), (4, 6))

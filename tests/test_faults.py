@@ -23,7 +23,7 @@ FLAGS = ['--config=experiments/configs/digits.py'] + [f'--config.{k}={v}'
 KILLED_RUN = """
 import os, signal, sys
 sys.path.insert(0, {repo!r})
-from ce_jax import train
+from ce_jax.training import train
 from experiments.configs import digits
 config = digits.get_config()
 for k, v in {overrides!r}.items():
@@ -47,7 +47,7 @@ def _env():
 
 @pytest.mark.slow
 def test_sigkill_after_checkpoint_then_rerun_matches_uninterrupted(tmp_path):
-  from ce_jax import train
+  from ce_jax.training import train
   from experiments.configs import digits
   config = digits.get_config()
   for k, v in OVERRIDES.items():

@@ -4,7 +4,7 @@
 import numpy as np
 import pytest
 
-from ce_jax import infinite
+from ce_jax.theory import infinite
 from conftest import enable_x64
 
 

@@ -6,7 +6,7 @@ import collections
 import numpy as np
 import pytest
 
-from ce_jax import input_pipeline as ip
+from ce_jax.training import input_pipeline as ip
 
 tfds = pytest.importorskip('tensorflow_datasets')
 

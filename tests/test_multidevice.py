@@ -26,7 +26,7 @@ FLAGS = ['--config=experiments/configs/digits.py'] + [f'--config.{k}={v}'
 
 @pytest.fixture(scope='module')
 def one_device(tmp_path_factory):
-  from ce_jax import train
+  from ce_jax.training import train
   from experiments.configs import digits
   config = digits.get_config()
   for k, v in OVERRIDES.items():

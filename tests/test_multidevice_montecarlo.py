@@ -1,6 +1,6 @@
 """Monte Carlo on every device and host: the same moments as on one device, to float rounding.
 
-Trials are sharded over all devices of all processes (``ce_jax.variance``); trial i uses
+Trials are sharded over all devices of all processes (``ce_jax.theory.variance``); trial i uses
 ``fold_in(key, i)`` wherever it runs.
 """
 
@@ -21,7 +21,8 @@ import jax
 if len(sys.argv) > 1:
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   jax.distributed.initialize(f'127.0.0.1:{sys.argv[1]}', 2, int(sys.argv[2]))
-from ce_jax import alpha, presets, variance
+from ce_jax.theory import alpha, variance
+from ce_jax.design import presets
 x = jax.random.normal(jax.random.PRNGKey(0), (1, 3, 3, 8))
 out = {'devices': jax.device_count(), 'processes': jax.process_count()}
 member = presets.bottleneck(in_channels=8, out_channels=8)

@@ -1,4 +1,4 @@
-"""The neural-tangents and pure-JAX backends of ce_jax.ntk agree (reference stack: make test-nt)."""
+"""The neural-tangents and pure-JAX backends of ce_jax.theory.ntk agree (reference stack: make test-nt)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ce_jax import ntk
+from ce_jax.theory import ntk
 from ce_jax.models import dense
 from conftest import enable_x64
 

@@ -1,4 +1,4 @@
-"""ce_jax.onednn: the compiled oneDNN convolution against lax.conv_general_dilated.
+"""ce_jax.models.native.onednn: the compiled oneDNN convolution against lax.conv_general_dilated.
 
 On the pinned stack (Linux x86-64, onednn-cpu-gomp installed by `make install`) the extension must
 build and load: these tests fail, never skip, when it does not.
@@ -18,8 +18,8 @@ from jax import lax
 
 from conftest import REPO
 from conftest import enable_x64
-from ce_jax import accounting
-from ce_jax import onednn
+from ce_jax.design import accounting
+from ce_jax.models.native import onednn
 from ce_jax.models import layers
 from ce_jax.models import resnext
 
@@ -204,7 +204,7 @@ def test_pmap_over_two_cpu_devices_matches_lax():
   out = _run("""
       import jax, jax.numpy as jnp, numpy as np
       from jax import lax
-      from ce_jax import onednn
+      from ce_jax.models.native import onednn
       assert jax.device_count() == 2
       x = jax.random.normal(jax.random.PRNGKey(0), (2, 3, 6, 6, 8))
       w = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 2, 8))
@@ -223,7 +223,7 @@ def test_pmap_over_two_cpu_devices_matches_lax():
 
 def test_disabled_by_environment_falls_back():
   out = _run("""
-      from ce_jax import onednn
+      from ce_jax.models.native import onednn
       from ce_jax.models import layers
       print(onednn.available(), onednn.status()['error'], layers.choose_impl(4, 'cpu'))
   """, {'CE_JAX_ONEDNN': '0'})

@@ -21,8 +21,8 @@ from conftest import run_binary
 if REPO not in sys.path:
   sys.path.insert(0, REPO)
 
-from ce_jax import guards  # noqa: E402
-from ce_jax import train  # noqa: E402
+from ce_jax.tools import guards  # noqa: E402
+from ce_jax.training import train  # noqa: E402
 from experiments.configs import digits  # noqa: E402
 
 TINY = {'m': 2, 'n': 16, 'depth': 3, 'batch_size': 64, 'eval_batch_size': 64,
@@ -270,7 +270,7 @@ def test_disk_full_during_a_checkpoint_is_one_line_and_keeps_the_earlier_one(tmp
         if step == 10:
           _fill(disk)
     else:  # simulated: the save at step 20 fails the way orbax reports ENOSPC
-      from ce_jax import checkpointing
+      from ce_jax.training import checkpointing
       real_save = checkpointing.Checkpointer.save
       fill = None
 
@@ -312,7 +312,7 @@ def test_disk_full_in_metrics_and_summary_is_one_line(tmp_path, monkeypatch):
     train.train_and_evaluate(tiny(), workdir)
   assert str(e.value).startswith(f'no space left on device writing {workdir}/metrics.jsonl ')
   monkeypatch.undo()
-  from ce_jax import cli
+  from ce_jax.tools import cli
   real_write = cli.write_json
 
   def full_write(path, payload):
@@ -345,7 +345,7 @@ KILLED_DURING_WRITE = """
 import os, signal, sys
 sys.path.insert(0, {repo!r})
 from orbax.checkpoint._src.path import atomicity
-from ce_jax import train
+from ce_jax.training import train
 from experiments.configs import digits
 config = digits.get_config()
 for k, v in {overrides!r}.items():
@@ -388,7 +388,7 @@ def test_kill_during_a_checkpoint_write_resumes_from_the_previous_one(tmp_path, 
 
 
 def test_dynamics_points_are_reported_as_they_come_and_degenerate_ones_skipped(monkeypatch):
-  from ce_jax import dynamics
+  from ce_jax.studies import dynamics
   changes = {(1, 4): (0.0, 0.5), (2, 2): (0.2, 0.4), (1, 9): (0.1, 0.3), (3, 3): (0.05, np.nan)}
 
   def fake_measure(g, *args, **kwargs):

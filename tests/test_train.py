@@ -19,7 +19,7 @@ from conftest import REPO
 if REPO not in sys.path:
   sys.path.insert(0, REPO)
 
-from ce_jax import train  # noqa: E402
+from ce_jax.training import train  # noqa: E402
 from experiments.configs import default  # noqa: E402
 from experiments.configs import digits  # noqa: E402
 
@@ -144,7 +144,7 @@ def test_digits_trains_and_writes_summary_metrics_checkpoints(tmp_path):
   steps = sorted(int(d) for d in os.listdir(tmp_path / 'checkpoints') if d.isdigit())
   assert steps == [60, 63]  # every 10 steps and at the end, keep 2
   # Independent check of params_l2 from the restored final checkpoint.
-  from ce_jax import checkpointing
+  from ce_jax.training import checkpointing
   ck = checkpointing.Checkpointer(str(tmp_path / 'checkpoints'))
   with pytest.raises(ValueError, match='different model or optimizer'):  # and nothing moved
     ck.restore_latest(jax.device_get(train.create_train_state(
@@ -225,7 +225,7 @@ def test_batchnorm_model_trains_and_updates_statistics(tmp_path):
   s = train.train_and_evaluate(config, str(tmp_path), model=TinyBNNet())
   assert s['steps'] == 20 and math.isfinite(s['final_train_loss'])
   assert s['test_error_top1'] < 0.3
-  from ce_jax import checkpointing
+  from ce_jax.training import checkpointing
   ck = checkpointing.Checkpointer(str(tmp_path / 'checkpoints'))
   tx = train.create_optimizer(config, train.create_learning_rate_fn(config, 21))
   state = train.create_train_state(jax.random.PRNGKey(0), TinyBNNet(), (8, 8, 1), tx, False)

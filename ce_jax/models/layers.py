@@ -21,7 +21,7 @@ and ``w_g = w[..., g*co:(g+1)*co]``::
 
 Formulations (``impl``):
 
-* ``'onednn'``: :func:`ce_jax.onednn.conv` -- oneDNN's forward, backward-data and
+* ``'onednn'``: :func:`ce_jax.models.native.onednn.conv` -- oneDNN's forward, backward-data and
   backward-weights primitives through the XLA FFI (a small compiled extension; float32, CPU,
   no dilation, padding >= 0). The same kernels PyTorch calls on CPU.
 * ``'stock'``: ``lax.conv_general_dilated(feature_group_count=G)`` and JAX's own derivatives.
@@ -36,7 +36,7 @@ Formulations (``impl``):
 * ``'auto'`` (default): :func:`choose_impl` -- the documented rule below.
 
 Rule (:func:`choose_impl`, measured in ``docs/PERFORMANCE.md``): on CPU, ``'onednn'`` wherever
-:func:`ce_jax.onednn.supports` the case (any group count, 1x1 and 3x3 kernels alike: at ResNeXt
+:func:`ce_jax.models.native.onednn.supports` the case (any group count, 1x1 and 3x3 kernels alike: at ResNeXt
 shapes it is 0.9-1.1x PyTorch's time for forward + both gradients, and faster than XLA's dense
 convolutions too); otherwise ``groups == 1``, input/kernel dilation != 1, or a non-CPU backend
 (cuDNN has fast grouped kernels) -> ``'stock'``; on CPU with ``groups > 1`` -> ``'loop'`` (the
@@ -62,7 +62,7 @@ from jax import lax
 import flax.linen as nn
 from flax.linen.dtypes import canonicalize_dtype, promote_dtype
 
-from ce_jax import onednn
+from ce_jax.models.native import onednn
 
 IMPLS = ('auto', 'onednn', 'stock', 'loop', 'grouped_loop', 'grouped_transposed')
 
@@ -80,7 +80,7 @@ _REFERENCE_CONVOLUTIONS = contextvars.ContextVar('ce_jax_reference_convolutions'
 def reference_convolutions():
   """Within this context ``GroupedConv(impl='auto')`` traces as ONE ``lax.conv_general_dilated``.
 
-  Same numbers as the fast paths; used by :mod:`ce_jax.member` so that the jaxpr it reads shows
+  Same numbers as the fast paths; used by :mod:`ce_jax.design.member` so that the jaxpr it reads shows
   each grouped convolution as one convolution with its ``feature_group_count`` (the XLA:CPU
   fallbacks split it into per-group convolutions inside a custom VJP).
   """

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ce_jax import accounting, blocks
+from ce_jax.design import accounting, blocks
 from ce_jax.models import registry, resnext
 
 # The paper's parameter columns, millions: (model, C, d, classes, M params).

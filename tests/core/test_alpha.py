@@ -4,7 +4,8 @@ import jax
 import numpy as np
 import pytest
 
-from ce_jax import alpha, blocks, variance
+from ce_jax.theory import alpha, variance
+from ce_jax.design import blocks
 
 
 def test_exact_data_gives_exact_alpha():

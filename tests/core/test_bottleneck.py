@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ce_jax import blocks
+from ce_jax.design import blocks
 from ce_jax.models.bottleneck import NTKBottleneck
 from conftest import enable_x64
 

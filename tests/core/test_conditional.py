@@ -1,7 +1,7 @@
 """The conditional samplers draw the diagonal NTK entry with the law of the full-weight ones.
 
 Different draws, same law: moments (mean, E[K^2]/E[K]^2) within Monte-Carlo error of the
-full-weight samplers of ``ce_jax.variance`` (which differentiate the module itself) and the
+full-weight samplers of ``ce_jax.theory.variance`` (which differentiate the module itself) and the
 same distribution (two-sample Kolmogorov-Smirnov statistic), on the bottleneck (one path,
 grouped, a 1x1 input, a zero-padded window) and dense members of several shapes. Seeds are
 fixed, so the checks are deterministic; the thresholds are 4.5 standard errors.
@@ -11,10 +11,10 @@ import jax
 import numpy as np
 import pytest
 
-from ce_jax import alpha
-from ce_jax import conditional
-from ce_jax import presets
-from ce_jax import variance
+from ce_jax.theory import alpha
+from ce_jax.theory import conditional
+from ce_jax.design import presets
+from ce_jax.theory import variance
 
 TRIALS = 4000
 

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ce_jax import ntk
+from ce_jax.theory import ntk
 from ce_jax.models import bottleneck, dense, layers, resnext
 from ce_jax.models import ensemble as E
 from conftest import enable_x64

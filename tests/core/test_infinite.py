@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ce_jax import infinite
+from ce_jax.theory import infinite
 from ce_jax.models import dense
 from conftest import enable_x64
 
@@ -71,7 +71,7 @@ def test_against_angular_quadrature(x64, depth):
 
 
 def test_against_wide_network_monte_carlo(x64):
-  """Mean empirical NTK of wide members (own jax.grad, no ce_jax.ntk) ~ infinite-width NTK."""
+  """Mean empirical NTK of wide members (own jax.grad, no ce_jax.theory.ntk) ~ infinite-width NTK."""
   depth, width, trials = 3, 1024, 12
   x = _circle(7)
   module = dense.DenseMember((width,) * (depth - 1), param_dtype=jnp.float64)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import enable_x64
-from ce_jax import onednn
+from ce_jax.models.native import onednn
 from ce_jax.models import layers
 from ce_jax.models.layers import FastBatchNorm, GroupedConv
 

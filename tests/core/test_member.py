@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ce_jax import accounting, blocks, member, presets
+from ce_jax.design import accounting, blocks, member, presets
 from ce_jax.models.layers import GroupedConv
 
 

@@ -1,4 +1,4 @@
-"""Tests of ce_jax.ntk with the pure-JAX and structured backends (no neural-tangents needed)."""
+"""Tests of ce_jax.theory.ntk with the pure-JAX and structured backends (no neural-tangents needed)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ce_jax import ntk
+from ce_jax.theory import ntk
 from ce_jax.models import dense
 from conftest import enable_x64
 

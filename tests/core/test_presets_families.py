@@ -10,8 +10,9 @@ import jax
 import numpy as np
 import pytest
 
-from ce_jax import alpha, presets, solver
-from ce_jax import member as member_lib
+from ce_jax.theory import alpha
+from ce_jax.design import presets, solver
+from ce_jax.design import member as member_lib
 from ce_jax.models import ensemble as ensemble_lib
 from conftest import run_binary
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from ce_jax import accounting, solver
+from ce_jax.design import accounting, solver
 
 
 def test_dense_fig3_calibration():

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ce_jax import infinite, variance
+from ce_jax.theory import infinite, variance
 
 
 def _gamma_sampler(dof):
@@ -213,7 +213,8 @@ def test_huge_sample_arrays_are_refused_before_the_work():
 def test_convolutional_samplers_run_trials_sequentially_with_the_same_samples():
   """Batched weights would turn convolutions into grouped ones (slow on XLA:CPU): the trials of
   a convolutional sampler run one after the other; the samples are those of vmap."""
-  from ce_jax import alpha, presets
+  from ce_jax.theory import alpha
+  from ce_jax.design import presets
   x = jax.random.normal(jax.random.PRNGKey(0), (1, 3, 3, 8))
   conv = alpha.member_sampler(presets.bottleneck(in_channels=8, out_channels=8), 4, x,
                               sampler='full_weights')

@@ -19,7 +19,7 @@ def versions(torch=None) -> dict:
   import flax  # pylint: disable=g-import-not-at-top
   out = {'python': platform.python_version(), 'jax': jax.__version__, 'flax': flax.__version__,
          'numpy': np.__version__, 'backend': jax.default_backend()}
-  from ce_jax import onednn  # pylint: disable=g-import-not-at-top
+  from ce_jax.models.native import onednn  # pylint: disable=g-import-not-at-top
   st = onednn.status()
   out['ce_jax_onednn'] = st['onednn_version'] if st['available'] else f'unavailable: {st["error"]}'
   if torch is not None:

@@ -6,7 +6,7 @@ of tracing):
 * :func:`count_params` runs ``jax.eval_shape(module.init, ...)`` and counts the ``params``
   collection (``batch_stats`` and other collections are reported separately).
 * :func:`count_flops` traces ``module.apply`` with ``jax.make_jaxpr`` on abstract inputs and
-  sums, over every ``conv_general_dilated``, ``dot_general`` and :mod:`ce_jax.onednn`
+  sums, over every ``conv_general_dilated``, ``dot_general`` and :mod:`ce_jax.models.native.onednn`
   convolution (an ``ffi_call``) in the jaxpr (sub-jaxprs included), 2 FLOPs per multiply-add::
 
       conv:  2 * prod(out.shape) * prod(kernel.shape) / out_features   (kernel (kh, kw, in/G, out))
@@ -22,7 +22,7 @@ Closed forms (checked against the module-derived counts in ``tests/core/test_acc
 
       flops = 2 (in n H W + 9 n^2 H' W' + n out H' W'),  H' = ceil(H / stride)
 
-  For a stride-1 block it is ``2 H W beta(n)`` with beta of :mod:`ce_jax.blocks`.
+  For a stride-1 block it is ``2 H W beta(n)`` with beta of :mod:`ce_jax.design.blocks`.
 * :func:`resnext_params` / :func:`resnext_flops`: whole ResNeXt networks for any (C, d); these
   are affine in the cardinality C at fixed d (``shared + C * per_path``), which the solver uses
   to choose the integer m on the full network.
@@ -135,7 +135,7 @@ def jaxpr_flops(jaxpr) -> FlopCount:
         f = 2 * _size(out) * (_size(rhs) // out_feat)
         totals['conv'] += f * mult
       elif name == 'ffi_call' and e.params.get('target_name') == 'ce_onednn_conv_fwd':
-        # ce_jax.onednn's convolution: x (N, *S, C), w (*K, C/G, O) -> (N, *So, O).
+        # ce_jax.models.native.onednn's convolution: x (N, *S, C), w (*K, C/G, O) -> (N, *So, O).
         out = e.outvars[0].aval.shape
         rhs = e.invars[1].aval.shape
         f = 2 * _size(out) * (_size(rhs) // rhs[-1])

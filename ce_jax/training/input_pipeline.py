@@ -121,7 +121,7 @@ def _prepare_hint(name: str, data_dir: str | None) -> str:
 
 def _tfds():
   return _optional.require('tensorflow_datasets', 'data', package='tensorflow-datasets',
-                           what='ce_jax.input_pipeline')
+                           what='ce_jax.training.input_pipeline')
 
 
 def _builder(name: str, data_dir: str | None):
@@ -203,11 +203,11 @@ def eval_steps(info: DatasetInfo, global_batch_size: int, process_count: int = 1
 
 def _tf():
   """Imports TensorFlow, hiding accelerators from it (they belong to JAX)."""
-  from ce_jax import cli  # pylint: disable=g-import-not-at-top
+  from ce_jax.tools import cli  # pylint: disable=g-import-not-at-top
   # In a binary's quiet default log, TensorFlow's device probing ('failed call to cuInit',
   # 'Could not find cuda drivers') is dropped from stderr.
   with cli.native_noise_filtered():
-    tf = _optional.require('tensorflow', 'data', what='ce_jax.input_pipeline (tf.data)')
+    tf = _optional.require('tensorflow', 'data', what='ce_jax.training.input_pipeline (tf.data)')
     try:
       tf.config.set_visible_devices([], 'GPU')
       tf.config.set_visible_devices([], 'TPU')

@@ -9,8 +9,8 @@ warning and the previous step is restored instead. Temporary directories left by
 while saving are removed when the next run opens the directory.
 
 A save that fails for lack of space (``ENOSPC``; orbax raises tensorstore's
-``RESOURCE_EXHAUSTED``), or another write error, raises :class:`ce_jax.guards.DiskFullError` /
-:class:`ce_jax.guards.WriteFailedError` with one line naming the step directory and the last
+``RESOURCE_EXHAUSTED``), or another write error, raises :class:`ce_jax.tools.guards.DiskFullError` /
+:class:`ce_jax.tools.guards.WriteFailedError` with one line naming the step directory and the last
 complete checkpoint; asynchronous saves report it at the next save or at :meth:`close`. The
 earlier checkpoints are left intact (orbax deletes old steps only after a save completes).
 
@@ -26,7 +26,7 @@ from typing import Any
 
 from absl import logging
 
-from ce_jax import guards
+from ce_jax.tools import guards
 
 __all__ = ['Checkpointer']
 

@@ -1,4 +1,4 @@
-"""The paper's families (and a few more) as :class:`ce_jax.member.Member` presets.
+"""The paper's families (and a few more) as :class:`ce_jax.design.member.Member` presets.
 
 Each preset is an ordinary member of the generic pipeline (accounting read from the module,
 Algorithm 1 on the module, the solver on the counts): nothing here is a closed form.
@@ -33,7 +33,7 @@ from typing import Any
 import flax.linen as nn
 
 from ce_jax import _validate
-from ce_jax.member import Member
+from ce_jax.design.member import Member
 from ce_jax.models import dense as dense_lib
 from ce_jax.models import ensemble as ensemble_lib
 from ce_jax.models import resnext
@@ -313,7 +313,7 @@ def inverted_residual(channels: int = 32) -> Member:
 
 
 # The baselines of docs/RESULTS.md ("Beyond the paper") as Member objects, so that
-# ``experiments/design.py --member=ce_jax.presets:WRN28_10_PATH`` designs them directly.
+# ``experiments/design.py --member=ce_jax.design.presets:WRN28_10_PATH`` designs them directly.
 WRN28_10_PATH = wrn_basic(160)              # WRN-28-10, first stage: 160 channels, n~ = 160
 TRANSFORMER_MLP_256 = transformer_mlp(256)  # d = 256, n~ = 4 d = 1024
 MOBILENETV2_PATH = inverted_residual(32)    # 32 channels, expansion 6: n~ = 192

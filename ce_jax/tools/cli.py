@@ -39,7 +39,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from ce_jax import guards
+from ce_jax.tools import guards
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 

@@ -26,7 +26,7 @@ the baseline are traced arguments, so sweeping them does not recompile (grids ar
 power of two, so ``max_width`` in the same bucket does not recompile either).
 
 Problems: :func:`dense_problem` (uniform or heterogeneous per-layer widths) and
-:func:`resnext_problem` (bottleneck block of ``ce_jax.blocks``; per-path cost of one canonical
+:func:`resnext_problem` (bottleneck block of ``ce_jax.design.blocks``; per-path cost of one canonical
 block, ``cost_model='block'``, or of the whole network, ``cost_model='network'``).
 Entry points: :func:`search` / :func:`solve` and the what-if :func:`evaluate`.
 """
@@ -40,9 +40,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ce_jax import _validate, presets
-from ce_jax import member as member_lib
-from ce_jax.member import Member
+from ce_jax import _validate
+from ce_jax.design import presets
+from ce_jax.design import member as member_lib
+from ce_jax.design.member import Member
 
 EFFICIENCIES = ('params', 'flops')
 COST_MODELS = ('block', 'network')
@@ -243,7 +244,7 @@ def member_problem(member: Member, baseline_width, baseline_m: int = 1, *,
                    efficiency: str = 'params', fan_in_convention: str = 'channels',
                    max_width: int = 256, candidates: Any = None, cost_model: str = 'block',
                    name: str | None = None, progress=None) -> Problem:
-  """The search problem of ANY member (:class:`ce_jax.member.Member`), read from its module.
+  """The search problem of ANY member (:class:`ce_jax.design.member.Member`), read from its module.
 
   Args:
     member: the member (or block path) and, optionally, its network builder.
@@ -258,13 +259,13 @@ def member_problem(member: Member, baseline_width, baseline_m: int = 1, *,
       the per-member cost of the whole network, ``cost(m=2, n) - cost(m=1, n)``).
     name: the baseline's name in reports (default ``member.name``).
     progress: optional ``progress(done, total)`` while tracing (only if widths must be traced
-      one by one, see :mod:`ce_jax.member`).
+      one by one, see :mod:`ce_jax.design.member`).
 
-  beta(n), FLOPs and S(n) come from :func:`ce_jax.member.profile`; whole-network counts for the
-  integer m from :func:`ce_jax.member.network_counts`.
+  beta(n), FLOPs and S(n) come from :func:`ce_jax.design.member.profile`; whole-network counts for the
+  integer m from :func:`ce_jax.design.member.network_counts`.
   """
   if not isinstance(member, Member):
-    raise ValueError(f'member must be a ce_jax.member.Member, got {type(member).__name__}')
+    raise ValueError(f'member must be a ce_jax.design.member.Member, got {type(member).__name__}')
   _validate.choice('efficiency', efficiency, EFFICIENCIES)
   _validate.choice('fan_in_convention', fan_in_convention, member_lib.FAN_IN_CONVENTIONS)
   _validate.choice('cost_model', cost_model, COST_MODELS)
@@ -324,7 +325,7 @@ def dense_problem(depth: int | None = None, width: int | None = None, input_dim:
                   num_outputs: int = 1, efficiency: str = 'params', max_width: int = 1024,
                   widths: Sequence[int] | None = None,
                   candidates: Any = None) -> Problem:
-  """Search problem for the paper's dense member (preset :func:`ce_jax.presets.dense`).
+  """Search problem for the paper's dense member (preset :func:`ce_jax.design.presets.dense`).
 
   Baseline: hidden widths ``widths`` (heterogeneous allowed) or ``depth - 1`` layers of
   ``width``. Candidates: ``candidates`` (G, L) per-layer widths, or by default widths
@@ -359,7 +360,7 @@ def resnext_problem(name: str = 'resnext29', cardinality: int = 1, base_width: i
   """Search problem for a ResNeXt/ResNet baseline ``cardinality`` x ``base_width``d (Algorithm 2).
 
   The ensemble lives at block level: a path of width n of the canonical bottleneck (preset
-  :func:`ce_jax.presets.bottleneck`, 256 -> n -> n -> 256), whose parameters, FLOPs and S(n) are
+  :func:`ce_jax.design.presets.bottleneck`, 256 -> n -> n -> 256), whose parameters, FLOPs and S(n) are
   read from the module; the network is the registry ResNeXt of cardinality m and base width n,
   counted from its module for the integer m. ``cost_model='network'`` uses the per-path cost of
   the whole network (``cost(C=2, d=n) - cost(C=1, d=n)``) instead of one block's.

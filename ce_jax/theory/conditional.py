@@ -25,7 +25,7 @@ and ``Z`` an ``r x d_out`` standard normal, and ``|dy/dW|^2 = c^2 |B^T Delta|_F^
 
 The samplers here are for the library's NTK-parameterized modules (N(0, 1) weights, ReLU),
 at ONE input; :func:`sampler_for` picks one for a module when it applies
-(:func:`ce_jax.alpha.member_sampler` and :func:`ce_jax.alpha.estimate_alpha` use it by
+(:func:`ce_jax.theory.alpha.member_sampler` and :func:`ce_jax.theory.alpha.estimate_alpha` use it by
 default). The draws differ from the full-weight samplers', the law does not (tested against
 them in ``tests/core``).
 

@@ -3,7 +3,7 @@
 Dense NTK-parameterized members (``ce_jax.models.dense``) with ``depth`` weight matrices, hidden
 widths ``n`` and ``k`` outputs (softmax cross-entropy). The baseline is one member of width
 ``n~`` (paper: depth 6, ``n~ = 200``). With ``beta(n)`` the parameters of one member and
-``S(n) = (depth - 1) / n`` (``ce_jax.blocks``), the variance law (Assumption 1, Eq. 11) gives an
+``S(n) = (depth - 1) / n`` (``ce_jax.design.blocks``), the variance law (Assumption 1, Eq. 11) gives an
 ensemble of ``m`` members of width ``n``
 
     Var(K_e)(m, n) ~ (exp(alpha S(n)) - 1) / m,
@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ce_jax import _optional, _validate
-from ce_jax import blocks
+from ce_jax.design import blocks
 
 __all__ = ['Dataset', 'Design', 'TrainOutput', 'DesignResult', 'AblationResult', 'DATASETS',
            'load_dataset', 'variance', 'variance_ratio', 'primal_designs', 'dual_designs',
@@ -86,7 +86,7 @@ class DesignResult(NamedTuple):
   listed in ``failed_repetitions``, its ``test_errors`` entry is NaN and it is left out of the
   means (NaN when every repetition failed). ``no_progress``: ``'r: why'`` for each finite
   repetition whose loss did not improve or ended at chance
-  (:func:`ce_jax.guards.progress_problem` on the epoch losses). ``final_train_losses``: the
+  (:func:`ce_jax.tools.guards.progress_problem` on the epoch losses). ``final_train_losses``: the
   last epoch's mean training loss of each repetition.
   """
   n: int
@@ -127,7 +127,7 @@ def load_dataset(name: str = 'digits', max_train: int | None = None,
   """Loads ``name`` (``'digits'`` or ``'mnist'``) flattened, standardized with train statistics.
 
   ``digits``: scikit-learn's 1,797 8x8 images (d = 64), the project's fixed split of
-  ``ce_jax.input_pipeline.digits_arrays`` (1,347 train / 450 test), then per-pixel
+  ``ce_jax.training.input_pipeline.digits_arrays`` (1,347 train / 450 test), then per-pixel
   standardization (constant pixels left centered). ``mnist``: 60,000 / 10,000 (d = 784) from
   ``tensorflow_datasets`` without downloading; raises a one-line ``ValueError`` if not prepared.
   ``max_train`` / ``max_test`` keep the first examples only (subsets for quick runs).
@@ -138,7 +138,7 @@ def load_dataset(name: str = 'digits', max_train: int | None = None,
   if max_test is not None:
     max_test = _validate.positive_int('max_test', max_test)
   if name == 'digits':
-    from ce_jax import input_pipeline  # the project's fixed digits split (1,347 / 450)
+    from ce_jax.training import input_pipeline  # the project's fixed digits split (1,347 / 450)
     arrays = input_pipeline.digits_arrays()
     (x_train, y_train), (x_test, y_test) = arrays['train'], arrays['test']
     x_train = x_train.reshape(x_train.shape[0], -1).astype(np.float64)
@@ -174,7 +174,7 @@ def _load_mnist():
 
 
 # ---------------------------------------------------------------------------------------------
-# Designs along the primal and dual curves (closed forms of ce_jax.blocks).
+# Designs along the primal and dual curves (closed forms of ce_jax.design.blocks).
 
 
 def variance(n, m, depth: int, alpha: float):
@@ -386,7 +386,7 @@ def run_ablation(data: Dataset, primal: Sequence[Design], dual: Sequence[Design]
   did not fail (non-finite loss or parameters: see :class:`DesignResult`) and the Spearman
   correlation of the primal errors with ``variance_ratio``.
   """
-  from ce_jax import guards
+  from ce_jax.tools import guards
   from ce_jax.models.dense import DenseEnsemble
 
   depth = _validate.positive_int('depth', depth, minimum=2)

@@ -6,11 +6,12 @@ figure.
 
 from __future__ import annotations
 
-from ce_jax import _optional, cli
+from ce_jax import _optional
+from ce_jax.tools import cli
 
 
 def _pyplot():
-  matplotlib = _optional.require('matplotlib', 'experiments', what='ce_jax.plotting')
+  matplotlib = _optional.require('matplotlib', 'experiments', what='ce_jax.studies.plotting')
   if matplotlib.get_backend().lower() not in ('agg', 'module://matplotlib_inline.backend_inline'):
     matplotlib.use('Agg')
   import matplotlib.pyplot as plt
@@ -20,7 +21,7 @@ def _pyplot():
 def plot_search(r, path: str) -> None:
   """Fig. 3: (a) the primal objective and m_p(n), (b) the dual efficiency and m_d(n), optima marked.
 
-  ``r``: a :class:`ce_jax.solver.SearchResult`; ``path``: PNG/PDF file.
+  ``r``: a :class:`ce_jax.design.solver.SearchResult`; ``path``: PNG/PDF file.
   """
   plt = _pyplot()
   cli.ensure_parent(path)
@@ -93,12 +94,12 @@ def plot_alpha_fit(estimate, path: str, *, fan_in_convention: str = 'channels',
                    depth: int = 6) -> None:
   """Appendix Fig. 2: Monte-Carlo ``E[K^2]/E[K]^2`` against width and ``log`` of it against S.
 
-  ``estimate``: a :class:`ce_jax.alpha.AlphaEstimate` (block, fit, points); ``depth`` is the
+  ``estimate``: a :class:`ce_jax.theory.alpha.AlphaEstimate` (block, fit, points); ``depth`` is the
   dense member's depth and ``fan_in_convention`` the bottleneck's S convention, used to draw
   the fitted curve over a dense width grid.
   """
   import numpy as np
-  from ce_jax import alpha as alpha_lib
+  from ce_jax.theory import alpha as alpha_lib
   plt = _pyplot()
   block, points, fit = estimate.block, estimate.points, estimate.fit
   w = np.array([p.width for p in points])
@@ -138,7 +139,7 @@ def plot_ntk_convergence(result, path: str) -> None:
   """Fig. 2b: K_e(x_0, x_gamma) for each m, the NMK (+- 2 s.e.) and the infinite-width NTK; and
   the rms deviation of K_e from the NMK against m with a 1/sqrt(m) guide.
 
-  ``result``: a :class:`ce_jax.variance.Convergence` or its JSON dict.
+  ``result``: a :class:`ce_jax.studies.convergence.Convergence` or its JSON dict.
   """
   if hasattr(result, '_asdict'):
     result = cli._to_jsonable(result)  # pylint: disable=protected-access
@@ -180,7 +181,7 @@ def plot_dynamics(result, path: str, fit_on: str = 'frob') -> None:
   """Appendix Fig. 3: NTK change (off-diagonal entry, relative Frobenius) against m n per panel,
   with the log-log fit and the slope -1 of Theorem 1.
 
-  ``result``: a :class:`ce_jax.dynamics.DynamicsResult`; ``fit_on``: 'frob' | 'offdiag' (the
+  ``result``: a :class:`ce_jax.studies.dynamics.DynamicsResult`; ``fit_on``: 'frob' | 'offdiag' (the
   quantity whose slope is reported).
   """
   import numpy as np

@@ -1,6 +1,6 @@
 """Training and evaluation loop (flax ``examples/imagenet`` style), pmapped over local devices.
 
-    from ce_jax import train
+    from ce_jax.training import train
     from experiments.configs import digits
     summary = train.train_and_evaluate(digits.get_config(), workdir='/tmp/run')
 
@@ -15,26 +15,26 @@
 * Checkpoints: orbax, every ``checkpoint_every_steps`` and at the end, the newest
   ``keep_checkpoints`` kept, in ``<workdir>/checkpoints``. A rerun with the same workdir resumes
   from the newest readable checkpoint, data position included (the input order is a function
-  of seed and step, see :mod:`ce_jax.input_pipeline`), so an interrupted run ends with the
+  of seed and step, see :mod:`ce_jax.training.input_pipeline`), so an interrupted run ends with the
   same parameters as an uninterrupted one.
 * A non-finite train loss (or parameters) stops the run with :class:`TrainingDivergedError`;
   no checkpoint is written after the last finite one.
 * One run per workdir: ``<workdir>/.lock`` (PID, host) is held while the run lives; a second run
-  refuses in one line (:class:`ce_jax.guards.WorkdirLockedError`, a ``ValueError``), a lock
+  refuses in one line (:class:`ce_jax.tools.guards.WorkdirLockedError`, a ``ValueError``), a lock
   left by a process that is gone is taken over with a warning.
 * The config is recorded in ``<workdir>/config.json``; a rerun whose config differs in a key
   that changes results (anything but bookkeeping such as ``log_every_steps``, see
-  :data:`ce_jax.guards.NEUTRAL_KEYS`) refuses in one line listing the keys, unless
+  :data:`ce_jax.tools.guards.NEUTRAL_KEYS`) refuses in one line listing the keys, unless
   ``config.overwrite`` is true (the run's outputs are removed and it starts afresh). A longer
   ``num_epochs``/``num_train_steps`` extends the run; a length below the newest checkpoint is
   refused. A checkpoint of another model shape is refused too (one line).
 * A full disk or another write error (checkpoint, metrics, summary) raises
-  :class:`ce_jax.guards.DiskFullError` / :class:`ce_jax.guards.WriteFailedError`, one line
+  :class:`ce_jax.tools.guards.DiskFullError` / :class:`ce_jax.tools.guards.WriteFailedError`, one line
   naming the path; earlier checkpoints stay intact.
 * Progress: at the end, a training loss that has not improved over the last
   ``no_progress_window`` of the steps or that sits at (or above) chance, ``ln(num_classes)``
   within ``chance_tolerance``, logs a warning and sets ``summary['no_progress']``; with
-  ``fail_on_no_progress`` it raises :class:`ce_jax.guards.NoProgressError` (after writing the
+  ``fail_on_no_progress`` it raises :class:`ce_jax.tools.guards.NoProgressError` (after writing the
   summary).
 * At the end ``<workdir>/summary.json``: ``config``, ``params``, ``steps``,
   ``final_train_loss``, ``test_error_top1``, ``test_error_top5``, ``params_l2`` (L2 norm of
@@ -67,9 +67,9 @@ import numpy as np
 import optax
 
 from ce_jax import _validate
-from ce_jax import cli
-from ce_jax import guards
-from ce_jax import input_pipeline
+from ce_jax.tools import cli
+from ce_jax.tools import guards
+from ce_jax.training import input_pipeline
 
 __all__ = ['TrainState', 'TrainingDivergedError', 'train_and_evaluate', 'create_model',
            'validate_config', 'create_learning_rate_fn', 'create_optimizer', 'train_step',
@@ -528,12 +528,12 @@ def train_and_evaluate(config, workdir: str, *, model=None,
   Raises:
     ValueError: invalid config values, unknown dataset/model, dataset not prepared, a workdir
       that is a file or under one, a workdir in use by another run
-      (:class:`ce_jax.guards.WorkdirLockedError`), a workdir holding a run of another config
+      (:class:`ce_jax.tools.guards.WorkdirLockedError`), a workdir holding a run of another config
       (before any training work).
     TrainingDivergedError: the loss or the parameters became NaN/Inf.
-    ce_jax.guards.DiskFullError, ce_jax.guards.WriteFailedError: an output could not be
+    ce_jax.tools.guards.DiskFullError, ce_jax.tools.guards.WriteFailedError: an output could not be
       written (one line naming the path).
-    ce_jax.guards.NoProgressError: the run did not learn and ``config.fail_on_no_progress``.
+    ce_jax.tools.guards.NoProgressError: the run did not learn and ``config.fail_on_no_progress``.
   """
   t_start = time.time()
   _quiet_orbax()
@@ -570,7 +570,7 @@ def _train(config, workdir, model, info, on_checkpoint, t_start, is_main) -> dic
   state = create_train_state(jax.random.PRNGKey(seed), model, info.image_shape, tx, flatten)
   n_params = num_params(state.params)
 
-  from ce_jax import checkpointing
+  from ce_jax.training import checkpointing
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, 'checkpoints'),
                                     keep=int(_get(config, 'keep_checkpoints', 3)),
                                     asynchronous=bool(_get(config, 'async_checkpointing', True)))

@@ -9,7 +9,7 @@ the module itself, never from a closed form:
 * ``beta(n)``: parameters of one member (the ``'params'`` collection, by ``jax.eval_shape`` of
   ``init``: nothing is allocated);
 * FLOPs of one member on one example (2 per multiply-add of every ``dot_general`` and
-  convolution of the jaxpr of ``apply``, as :func:`ce_jax.accounting.count_flops`);
+  convolution of the jaxpr of ``apply``, as :func:`ce_jax.design.accounting.count_flops`);
 * the fan-in sum ``S(n) = sum_l 1 / fan_in_l`` of Assumption 1 (paper Eq. 2 and 9), read from
   the jaxpr of ``apply``.
 
@@ -41,7 +41,7 @@ structure, a ``floor``), every width is traced. Either way the counts are exact 
 
 Normalization: a member is traced (for accounting and for Algorithm 1) with
 ``apply_kwargs``, e.g. ``{'train': False}``; BatchNorm then uses its running statistics, so the
-NTK does not depend on the batch (see :mod:`ce_jax.alpha`).
+NTK does not depend on the batch (see :mod:`ce_jax.theory.alpha`).
 """
 
 from __future__ import annotations
@@ -699,7 +699,7 @@ def validate(member: Member, width: Width, *, other_width: Width | None = None) 
   does not depend on the width (then no ensemble can be smoother than another).
   """
   if not isinstance(member, Member):
-    raise ValueError(f'member must be a ce_jax.member.Member, got {type(member).__name__}')
+    raise ValueError(f'member must be a ce_jax.design.member.Member, got {type(member).__name__}')
   width = canonical_width(width)
   ls = layers(member, width)
   if not ls:

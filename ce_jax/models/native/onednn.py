@@ -2,17 +2,17 @@
 
 XLA:CPU (jax 0.5) has no fast grouped convolution: its forward pass runs at a few GFLOP/s per
 group and its kernel gradient falls to a generic loop (jax-ml/jax#13800). PyTorch on the same CPU
-calls oneDNN. This module compiles ``ce_jax/csrc/onednn_conv.cc`` -- three XLA FFI handlers
+calls oneDNN. This module compiles ``ce_jax/models/native/csrc/onednn_conv.cc`` -- three XLA FFI handlers
 (forward, backward data, backward weights) over oneDNN 3.x primitives, channels-last, float32 --
 against the oneDNN wheel (``onednn-cpu-gomp``, Linux x86-64: ``pip install 'ce_jax[onednn]'``)
 and JAX's FFI headers, loads it with ctypes and registers the handlers. :func:`conv` is the
 differentiable convolution (custom VJP); :class:`ce_jax.models.layers.GroupedConv` uses it by
 default where :func:`supports` says it applies.
 
-Build: ``python -m ce_jax.onednn build`` (``make install`` runs it); otherwise the first use
+Build: ``python -m ce_jax.models.native.onednn build`` (``make install`` runs it); otherwise the first use
 builds it (about 5 s with g++). The library's file name carries a hash of the source, the JAX
 version and the oneDNN headers, so a changed source or stack never loads a stale build. It is
-written to ``ce_jax/_build`` (or ``$CE_JAX_BUILD_DIR``; ``~/.cache/ce_jax`` where the package
+written to ``ce_jax/models/native/_build`` (or ``$CE_JAX_BUILD_DIR``; ``~/.cache/ce_jax`` where the package
 directory is read-only).
 
 Environment:
@@ -191,7 +191,7 @@ def _load_locked() -> None:
   try:
     path = _find_built()
     if path is None:
-      _log.info('ce_jax.onednn: building %s (first use)', SOURCE.name)
+      _log.info('ce_jax.models.native.onednn: building %s (first use)', SOURCE.name)
       path = build()
     lib = ctypes.CDLL(str(path))
     for target, symbol in TARGETS.items():
@@ -253,9 +253,9 @@ def _attrs(strides, padding, groups):
 def _check(x, w, strides, padding, groups):
   nd = x.ndim - 2
   if x.dtype != jnp.float32 or w.dtype != jnp.float32:
-    raise ValueError(f'ce_jax.onednn.conv takes float32 operands, got {x.dtype} and {w.dtype}')
+    raise ValueError(f'ce_jax.models.native.onednn.conv takes float32 operands, got {x.dtype} and {w.dtype}')
   if not 1 <= nd <= 3 or w.ndim != x.ndim:
-    raise ValueError(f'ce_jax.onednn.conv needs (N, *S, C) and (*K, C/G, O) with 1-3 spatial '
+    raise ValueError(f'ce_jax.models.native.onednn.conv needs (N, *S, C) and (*K, C/G, O) with 1-3 spatial '
                      f'dims, got shapes {x.shape} and {w.shape}')
   if len(strides) != nd or len(padding) != nd or any(lo < 0 or hi < 0 for lo, hi in padding):
     raise ValueError(f'strides {strides} and padding {padding} must have {nd} entries, padding '
@@ -266,7 +266,7 @@ def _check(x, w, strides, padding, groups):
   if any(s < 1 for s in output_shape(x.shape, w.shape, strides, padding)[1:-1]):
     raise ValueError(f'kernel {w.shape[:nd]} is larger than the padded input {x.shape[1:-1]}')
   if not available():
-    raise RuntimeError(f'ce_jax.onednn is not available: {status()["error"]}')
+    raise RuntimeError(f'ce_jax.models.native.onednn is not available: {status()["error"]}')
 
 
 def conv_forward(x, w, strides, padding, groups: int):
@@ -355,23 +355,23 @@ def conv(x, w, strides: Sequence[int], padding: Sequence[tuple[int, int]], group
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  """``python -m ce_jax.onednn [build|status]``: build the extension / print its status."""
+  """``python -m ce_jax.models.native.onednn [build|status]``: build the extension / print its status."""
   args = list(sys.argv[1:] if argv is None else argv) or ['status']
   if args[0] not in ('build', 'status'):
-    print(f'usage: python -m ce_jax.onednn [build|status]; got {args[0]!r}', file=sys.stderr)
+    print(f'usage: python -m ce_jax.models.native.onednn [build|status]; got {args[0]!r}', file=sys.stderr)
     return 2
   if args[0] == 'build':
     import platform  # pylint: disable=g-import-not-at-top
     if sys.platform != 'linux' or platform.machine() != 'x86_64':
       # The pinned oneDNN wheel is Linux x86-64 only; elsewhere XLA's convolutions are used.
-      print(f'ce_jax.onednn: skipped on {sys.platform}/{platform.machine()} (Linux x86-64 only)')
+      print(f'ce_jax.models.native.onednn: skipped on {sys.platform}/{platform.machine()} (Linux x86-64 only)')
       return 0
     try:
       path = build(force='--force' in args, verbose=True)
     except BuildError as e:
-      print(f'ce_jax.onednn: not built: {e}', file=sys.stderr)
+      print(f'ce_jax.models.native.onednn: not built: {e}', file=sys.stderr)
       return 1
-    print(f'ce_jax.onednn: built {path}')
+    print(f'ce_jax.models.native.onednn: built {path}')
   s = status()
   print(' '.join(f'{k}={v}' for k, v in s.items()))
   return 0 if s['available'] else 1

@@ -1,6 +1,6 @@
 """Guards for long runs: workdir locks, config records, output paths, write errors, progress.
 
-Shared by the trainer (:mod:`ce_jax.train`) and the binaries in ``experiments/``; see
+Shared by the trainer (:mod:`ce_jax.training.train`) and the binaries in ``experiments/``; see
 ``docs/RELIABILITY.md`` ("Training faults") for the scenarios each guard handles.
 
 * :class:`WorkdirLock`: one run per workdir. The lock file ``<workdir>/.lock`` holds the
@@ -113,7 +113,7 @@ def check_output_dir(path: str | None, flag: str = '--workdir', shown: str | Non
   Returns it absolute; an empty value (None or '') gives None, or, with ``required``, a
   one-line error. Raises a one-line ``ValueError`` when it, or one of its parents, is a file, or
   when its nearest existing parent cannot be written. ``shown``: the flag's value to name in
-  messages (default ``path``). The one check of every output directory (``ce_jax.cli`` checks
+  messages (default ``path``). The one check of every output directory (``ce_jax.tools.cli`` checks
   the binaries' output flags with it).
   """
   shown = path if shown is None else shown
@@ -368,7 +368,7 @@ def maybe_lock(directory: str | None, enabled: bool = True, **kwargs):
 
 def normalize_config(config: Any) -> dict:
   """A JSON round trip of ``config`` (a ConfigDict or a dict): tuples become lists, etc."""
-  from ce_jax import cli
+  from ce_jax.tools import cli
   if hasattr(config, 'to_dict'):
     config = config.to_dict()
   return json.loads(json.dumps(cli._to_jsonable(dict(config))))  # pylint: disable=protected-access
@@ -561,10 +561,10 @@ def progress_problem(history: Sequence[Sequence[float]], total_steps: int, num_c
 
 
 def run_main(main: Callable[[list[str]], Any]) -> None:
-  """:func:`ce_jax.cli.run_main` (usage errors: one line, exit 2) plus failed runs: one line
+  """:func:`ce_jax.tools.cli.run_main` (usage errors: one line, exit 2) plus failed runs: one line
   ``<prog>: error: <message>``, exit 1 (:class:`RunFailedError`, ``FloatingPointError``
   from the NaN guards, and write errors such as a full disk)."""
-  from ce_jax import cli
+  from ce_jax.tools import cli
 
   def wrapped(argv):
     prog = os.path.basename(sys.argv[0])

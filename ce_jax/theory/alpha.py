@@ -4,10 +4,10 @@ Assumption 1 (paper Eq. 2 and 9) models one NTK entry's normalized second moment
 
     E[K^2] / E[K]^2 = exp(alpha * S),     S = sum_l 1 / fan_in_l
 
-with S read from the member's module (:mod:`ce_jax.member`; dense member: ``S = sum_l 1/n_l``
+with S read from the member's module (:mod:`ce_jax.design.member`; dense member: ``S = sum_l 1/n_l``
 over the hidden widths; bottleneck path: ``1/256 + 1/n + 1/n`` under the channels convention).
 For widths ``n`` we estimate the ratio by Monte Carlo over random initializations
-(:func:`ce_jax.variance.ntk_moments`) of any member (:func:`estimate_alpha`) and fit
+(:func:`ce_jax.theory.variance.ntk_moments`) of any member (:func:`estimate_alpha`) and fit
 ``y = log ratio`` against ``S`` by weighted least squares with weights ``1 / se(y)^2``
 (``se(y) = se(ratio) / ratio``, delta method).
 
@@ -35,8 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ce_jax import _validate
-from ce_jax import member as member_lib
-from ce_jax.member import Member
+from ce_jax.design import member as member_lib
+from ce_jax.design.member import Member
 
 BLOCKS = ('dense', 'bottleneck')
 INPUT_DISTRIBUTIONS = ('gaussian', 'relu', 'center_pixel', 'constant')
@@ -237,7 +237,7 @@ def block_input(block: str, key, *, input_dim: int = 748, in_channels: int = 256
   """The fixed input(s) whose diagonal NTK entry Algorithm 1 measures.
 
   dense: ``(num_inputs, input_dim)`` with entries N(0, 1) (only ``|x|`` matters, see
-  :func:`ce_jax.variance.dense_diag_sampler`; ``input_distribution`` is ignored).
+  :func:`ce_jax.theory.variance.dense_diag_sampler`; ``input_distribution`` is ignored).
   bottleneck: ``(num_inputs, spatial, spatial, in_channels)``:
 
   * ``'gaussian'``: i.i.d. N(0, 1) entries (independent pixels);
@@ -278,7 +278,7 @@ def fan_in_sum(block: str, width: int, *, depth: int = 6, in_channels: int = 256
 
 def _preset(block: str, *, depth: int = 6, input_dim: int = 748, in_channels: int = 256,
             out_channels: int = 256) -> Member:
-  from ce_jax import presets  # pylint: disable=g-import-not-at-top
+  from ce_jax.design import presets  # pylint: disable=g-import-not-at-top
   if block == 'dense':
     return presets.dense(depth, input_dim)
   return presets.bottleneck(in_channels=in_channels, out_channels=out_channels)
@@ -313,7 +313,7 @@ def member_sampler(member: Member, width, x, *, parameterization: str = 'as_give
   """``key -> (N,)``: the diagonal NTK entry ``K(x_i, x_i)`` of ``member`` at ``width``.
 
   The entry is ``|d r(x_i) / d theta|^2`` of the member's scalar readout ``r``
-  (:func:`ce_jax.member.apply_readout`) over its ``'params'`` (other collections, e.g.
+  (:func:`ce_jax.design.member.apply_readout`) over its ``'params'`` (other collections, e.g.
   BatchNorm statistics, are held at their initial values: the member is applied with
   ``member.apply_kwargs``, e.g. ``train=False``). Initializations use the module's own
   initializers (``parameterization='as_given'``, what the member trains with); ``'ntk'``
@@ -321,14 +321,15 @@ def member_sampler(member: Member, width, x, *, parameterization: str = 'as_give
   network in the NTK parameterization (weights N(0, 1) scaled in the forward pass).
 
   ``sampler``: ``'auto'`` takes the fastest exact path: the exact-in-law conditional sampler
-  (:mod:`ce_jax.conditional`, no weight matrix is formed) for the library's NTK-parameterized
+  (:mod:`ce_jax.theory.conditional`, no weight matrix is formed) for the library's NTK-parameterized
   dense member and bottleneck at one input, else the closed-form structured diagonal for the
   dense member, else one reverse-mode pass per input (vmapped) over fully sampled weights.
   ``'conditional'`` insists on the first (a one-line error where it does not apply);
   ``'full_weights'`` never takes it. The conditional draws differ from the full-weight ones;
   the entry's law is the same.
   """
-  from ce_jax import conditional, ntk  # pylint: disable=g-import-not-at-top
+  from ce_jax.theory import conditional
+  from ce_jax.theory import ntk  # pylint: disable=g-import-not-at-top
   _validate.choice('parameterization', parameterization, PARAMETERIZATIONS)
   _validate.choice('sampler', sampler, SAMPLERS)
   module = member.build(width)
@@ -409,7 +410,7 @@ def estimate_alpha(block: Any = 'bottleneck', widths: Sequence[Any] = DEFAULT_WI
   """Algorithm 1 for any member: Monte-Carlo ``E[K^2]/E[K]^2`` of one diagonal entry, then the fit.
 
   Args:
-    block: a :class:`ce_jax.member.Member`, or a preset name: ``'dense'`` (member of ``depth``
+    block: a :class:`ce_jax.design.member.Member`, or a preset name: ``'dense'`` (member of ``depth``
       weight matrices on ``input_dim``-d inputs, hidden widths ``n``, scalar output) or
       ``'bottleneck'`` (one path ``in_channels -> n -> n -> out_channels``, centre readout).
     widths: widths to sample (ints, or per-layer tuples for such a member; at least one).
@@ -418,12 +419,12 @@ def estimate_alpha(block: Any = 'bottleneck', widths: Sequence[Any] = DEFAULT_WI
       ``fold_in(key, 0)``. Full-weight samplers: width ``i``'s initializations from
       ``fold_in(key, i + 1)``, trial t from ``fold_in(., t)``. Conditional sampler (every width
       in one program): trial t from ``fold_in(fold_in(key, 1), t)``, width ``n`` of it from
-      ``fold_in(., n)`` (:mod:`ce_jax.conditional`). Either way the results do not depend on
+      ``fold_in(., n)`` (:mod:`ce_jax.theory.conditional`). Either way the results do not depend on
       ``chunk_size`` or the device count.
     fan_in_convention: S of the fit (``'channels'`` or ``'kernel'``); both fits are reported
       in ``fits``.
     depth, input_dim, in_channels, out_channels: preset shapes (ignored for a Member).
-    input_distribution: one of ``ce_jax.member.INPUT_DISTRIBUTIONS``.
+    input_distribution: one of ``ce_jax.design.member.INPUT_DISTRIBUTIONS``.
     intercept: fit ``log ratio = a + alpha S`` (the default recipe, a first-degree polynomial as
       in the paper); ``False`` fits through the origin.
     chunk_size: initializations per vmapped chunk (memory bound).
@@ -439,7 +440,8 @@ def estimate_alpha(block: Any = 'bottleneck', widths: Sequence[Any] = DEFAULT_WI
     ``fits`` under both conventions; ``warnings`` (also ``fit.warnings``) says when the fit is
     degenerate (:func:`fit_alpha`).
   """
-  from ce_jax import conditional, variance  # pylint: disable=g-import-not-at-top
+  from ce_jax.theory import conditional
+  from ce_jax.theory import variance  # pylint: disable=g-import-not-at-top
   if isinstance(block, Member):
     member = block
     name = member.name
@@ -475,7 +477,7 @@ def estimate_alpha(block: Any = 'bottleneck', widths: Sequence[Any] = DEFAULT_WI
   if sampler != 'full_weights' and parameterization == 'as_given':
     joint = conditional.sampler_for([member.build(n) for n in widths], x,
                                     readout=member.readout, apply_kwargs=member.kwargs)
-    if joint is not None:   # every width in one program (ce_jax.conditional)
+    if joint is not None:   # every width in one program (ce_jax.theory.conditional)
       cb = None if progress is None else (
           lambda done, total: [progress(i, done, total) for i in range(len(widths))])
       mom = variance.ntk_moments(joint, jax.random.fold_in(key, 1), trials,

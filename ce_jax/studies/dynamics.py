@@ -19,7 +19,7 @@ The grid (:func:`design_grid`) holds the appendix figure's three panels for a li
 (a) ``m = 1, n = d^2``; (b) ``m = n = d`` (same ``m n`` as (a)); (c) fixed width
 ``n = fixed_width`` with ``m`` chosen so that the parameters match panel (a)'s (larger ``m n``).
 
-The empirical NTK here is computed independently of ``ce_jax.ntk``: the Jacobian of the scalar
+The empirical NTK here is computed independently of ``ce_jax.theory.ntk``: the Jacobian of the scalar
 output w.r.t. all parameters (``jax.jacrev``) contracted over parameters, ``K = J J^T``.
 """
 
@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ce_jax import _validate
-from ce_jax import blocks
+from ce_jax.design import blocks
 
 __all__ = ['GridPoint', 'DynamicsOutput', 'DynamicsPoint', 'SlopeFit', 'DynamicsResult',
            'design_grid', 'regression_data', 'empirical_ntk', 'make_dynamics_fn',
@@ -127,11 +127,11 @@ def design_grid(ds: Sequence[int] = (3, 4, 6, 8, 12), *, fixed_width: int = 16,
 def regression_data(num_train: int = 128, num_probe: int = 8):
   """A digits subset for the L2 dynamics: ``(x_train, y_train, x_probe)``.
 
-  Inputs from ``ce_jax.ablation.load_dataset('digits')`` (per-pixel standardized, d = 64);
+  Inputs from ``ce_jax.studies.ablation.load_dataset('digits')`` (per-pixel standardized, d = 64);
   target ``y = +1`` for even digits, ``-1`` for odd ones, shape ``(N, 1)``; the probe set is the
   first ``num_probe`` test images.
   """
-  from ce_jax import ablation
+  from ce_jax.studies import ablation
   num_train = _validate.positive_int('num_train', num_train)
   num_probe = _validate.positive_int('num_probe', num_probe, minimum=2)
   data = ablation.load_dataset('digits')
