@@ -69,9 +69,10 @@ def main(argv):
   if len(argv) > 1:
     raise ValueError(f'unexpected positional arguments: {argv[1:]}')
   from ce_jax import _validate  # pylint: disable=g-import-not-at-top
-  from ce_jax.studies import ablation
+  from ce_jax.studies import ablation  # pylint: disable=g-import-not-at-top
+  from ce_jax.training import input_pipeline  # pylint: disable=g-import-not-at-top
 
-  dataset = _validate.choice('--dataset', FLAGS.dataset, ablation.DATASETS)
+  dataset = _validate.choice('--dataset', FLAGS.dataset, input_pipeline.ARRAY_DATASETS)
   repetitions = _validate.positive_int('--repetitions', FLAGS.repetitions)
   epochs = _validate.positive_int('--epochs', FLAGS.epochs)
   alpha = _validate.finite_positive('--alpha', FLAGS.alpha)
@@ -112,10 +113,10 @@ def run_designs(data, primal, dual, baseline, start, **kw):
   todo = [('primal', d) for d in primal] + [('dual', d) for d in dual]
   rows, done = {'primal': [], 'dual': []}, {}
   for i, (curve, d) in enumerate(todo):
-    if (d.m, d.n) not in done:  # a design on both curves trains once
+    if (d.m_int, d.n) not in done:  # a design on both curves trains once
       part = ablation.run_ablation(data, [d], [], baseline=baseline, progress=None, **kw)
-      done[(d.m, d.n)] = part.primal[0]
-    r = done[(d.m, d.n)]
+      done[(d.m_int, d.n)] = part.primal[0]
+    r = done[(d.m_int, d.n)]
     rows[curve].append(r)
     logging.info('[%d/%d] %-6s m=%5d n=%4d params=%9d var_ratio=%7.3f test_error=%.4f+-%.4f '
                  '(%.1fs)%s', i + 1, len(todo), curve, r.m, r.n, r.params, r.variance_ratio,
@@ -136,10 +137,11 @@ def run(dataset, repetitions, epochs, alpha, baseline_width, depth, batch_size, 
         max_train, widths, ms):
   """Trains the designs, prints the table, writes the JSON and the figure; then fails (exit 1)
   on failed repetitions or, with ``--fail_on_no_progress``, on repetitions without progress."""
-  from ce_jax.studies import ablation  # pylint: disable=g-import-not-at-top
+  from ce_jax.studies import ablation, plotting  # pylint: disable=g-import-not-at-top
+  from ce_jax.training import input_pipeline  # pylint: disable=g-import-not-at-top
 
   start = time.time()
-  data = ablation.load_dataset(dataset, max_train=max_train)
+  data = input_pipeline.load_arrays(dataset, max_train=max_train)
   d_in = int(data.x_train.shape[1])
   kw = dict(baseline_width=baseline_width, depth=depth, input_dim=d_in,
             num_outputs=data.num_classes, alpha=alpha)
@@ -191,7 +193,7 @@ def run(dataset, repetitions, epochs, alpha, baseline_width, depth, batch_size, 
   })
   if FLAGS.plot_out:
     cli.ensure_parent(FLAGS.plot_out)
-    ablation.plot_ablation(result, FLAGS.plot_out,
+    plotting.plot_ablation(result, FLAGS.plot_out,
                            f'{dataset}: depth {depth}, baseline width {baseline_width}, '
                            f'{repetitions} repetitions x {epochs} epochs')
     logging.info('wrote %s', FLAGS.plot_out)

@@ -47,22 +47,19 @@ import json
 import logging as pylogging
 import math
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import flax.linen as nn
+import jax
+import numpy as np
+from absl import flags
 
-import flax.linen as nn  # noqa: E402
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import flags  # noqa: E402
-
-from ce_jax import _validate  # noqa: E402
+from ce_jax import _validate
 from ce_jax.design import solver
 from ce_jax.tools import cli
 from ce_jax.design import presets
-from ce_jax.theory import alpha as alpha_lib  # noqa: E402
-from ce_jax.design import member as member_lib  # noqa: E402
+from ce_jax.theory import alpha as alpha_lib
+from ce_jax.design import member as member_lib
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', 'runs/family_digits', 'cached runs and summary.json go here')
@@ -245,7 +242,7 @@ def main(argv):
   pylogging.getLogger('jax._src.xla_bridge').setLevel(pylogging.WARNING)
   if len(argv) > 1:
     raise ValueError(f'unexpected arguments: {" ".join(argv[1:])}')
-  from ce_jax.studies import ablation
+  from ce_jax.training import input_pipeline
   d_model = _validate.positive_int('d_model', FLAGS.d_model)
   blocks = _validate.positive_int('blocks', FLAGS.blocks)
   base = FLAGS.baseline_width
@@ -298,7 +295,7 @@ def main(argv):
       if all((d.m_int, d.n) != (m, n) for _, m, n in designs):
         designs.append((name, d.m_int, d.n))
   print(f'[3/3] train on digits: {n_seeds} seeds x {epochs} epochs per design', flush=True)
-  data = ablation.load_dataset('digits')
+  data = input_pipeline.load_arrays('digits')
   settings = {'d_model': d_model, 'blocks': blocks, 'normalize': bool(FLAGS.normalize),
               'epochs': epochs, 'batch_size': batch_size, 'learning_rate': lr}
   seeds = [FLAGS.seed + i for i in range(n_seeds)]

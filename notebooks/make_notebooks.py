@@ -177,17 +177,18 @@ Tiny settings (baseline width 64, 3 repetitions, 3 epochs); `experiments/ablatio
 real ones and `docs/ABLATION.md` reports them.'''),
     ('code', INSTALL),
     ('code', COMMON + '''\
-from ce_jax.studies import ablation
+from ce_jax.studies import ablation, plotting
+from ce_jax.training import input_pipeline
 '''),
     ('code', '''\
-data = ablation.load_dataset('digits')
+data = input_pipeline.load_arrays('digits')
 base, depth, alpha = 64, 6, 3.65
 primal = ablation.primal_designs([8, 16, 32, 64], baseline_width=base, depth=depth, alpha=alpha)
 dual = ablation.dual_designs([1, 3, 9], baseline_width=base, depth=depth, alpha=alpha)
 for d in primal + dual:
-  print(f'm = {d.m:>3}  n = {d.n:>3}  params = {d.params:>7,}  Var(K_e)/Var(K_s) = {d.variance_ratio:.3f}')
+  print(f'm = {d.m_int:>3}  n = {d.n:>3}  params = {d.params:>7,}  Var(K_e)/Var(K_s) = {d.variance_ratio:.3f}')
 # The primal designs spend the baseline's budget (within one member).
-assert all(abs(d.params - primal[-1].params) <= d.params / d.m for d in primal)
+assert all(abs(d.params - primal[-1].params) <= d.params / d.m_int for d in primal)
 '''),
     ('code', '''\
 result = ablation.run_ablation(data, primal, dual, depth=depth, repetitions=3, epochs=3,
@@ -198,7 +199,7 @@ for name, curve in (('primal', result.primal), ('dual', result.dual)):
           f'test error {100 * d.test_error_mean:5.2f} +- {100 * d.test_error_stderr:.2f} %')
 print('Spearman(error, Var(K)) along the primal curve:', result.spearman_primal)
 path = os.path.join(OUT, 'fig4.png')
-ablation.plot_ablation(result, path)
+plotting.plot_ablation(result, path)
 show(path)
 assert all(d.test_error_mean < 0.5 for d in result.primal + result.dual)  # far better than chance
 '''),

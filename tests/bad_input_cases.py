@@ -488,6 +488,7 @@ def api_cases() -> list[ApiCase]:
   from ce_jax.tools import cli
   from ce_jax.theory import conditional, ntk, variance
   from ce_jax.studies import convergence
+  from ce_jax.training import input_pipeline
   from ce_jax.design import presets, solver
   from ce_jax.models import dense, registry  # pylint: disable=import-outside-toplevel
 
@@ -783,7 +784,7 @@ def api_cases() -> list[ApiCase]:
       A('member.fan_in_sum', 'convention', lambda: member.fan_in_sum(
           presets.dense(3, 8), 4, 'fan'), ('fan_in_convention', "'fan'")),
       # ablation, dynamics
-      A('ablation.load_dataset', "name 'cifar'", lambda: ablation.load_dataset('cifar'),
+      A('input_pipeline.load_arrays', "name 'cifar'", lambda: input_pipeline.load_arrays('cifar'),
         ("'cifar'",)),
       A('ablation.primal_designs', 'widths [0]', lambda: ablation.primal_designs(
           [0], input_dim=8, num_outputs=2), ('0',)),

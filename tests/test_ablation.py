@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from ce_jax.studies import ablation
-from ce_jax.design import blocks
+from ce_jax.design import blocks, solver
+from ce_jax.training import input_pipeline
 
 from conftest import load_json
 
@@ -24,33 +25,35 @@ def test_primal_designs_keep_parameters_within_one_member():
   assert [d.n for d in designs] == sorted(widths) and designs[-1].n == 200
   for d in designs:
     beta = blocks.dense_uniform_params(d.n, 64, 6, 10)
-    assert d.params == d.m * beta
+    assert d.params == d.m_int * beta and d.m == pytest.approx(beta_s / beta)
     assert abs(d.params - beta_s) <= beta / 2 + 1e-9, d
   base = designs[-1]
-  assert (base.m, base.params, base.variance_ratio) == (1, beta_s, 1.0)
+  assert (base.m_int, base.params, base.variance_ratio) == (1, beta_s, 1.0)
   # Var(K) actually varies along the primal curve (its minimum is well below the baseline's).
   assert min(d.variance_ratio for d in designs) < 0.5 < 1.5 < max(d.variance_ratio for d in designs)
 
 
 def test_dual_designs_keep_variance_and_vary_parameters():
   designs = ablation.dual_designs(ablation.default_dual_multiplicities(200, 4, 6, 3.65, 8), **KW)
-  assert len(designs) >= 5 and designs[0].m == 1 and designs[0].n == 200
+  assert len(designs) >= 5 and designs[0].m_int == 1 and designs[0].n == 200
   for d in designs:
     assert abs(math.log(d.variance_ratio)) < math.log(1.05), d
     # independent: the ratio from the variance law directly.
-    v = math.expm1(3.65 * 5 / d.n) / d.m / math.expm1(3.65 * 5 / 200)
+    v = math.expm1(3.65 * 5 / d.n) / d.m_int / math.expm1(3.65 * 5 / 200)
     assert d.variance_ratio == pytest.approx(v, rel=1e-12)
   params = [d.params for d in designs]
   assert max(params) / min(params) > 3  # parameters vary a lot at fixed variance
 
 
-def test_designs_agree_with_solver():
-  from ce_jax.design import solver
+def test_designs_are_the_solvers_designs():
   problem = solver.dense_problem(depth=6, width=200, input_dim=64, num_outputs=10, max_width=200)
   for d in (ablation.primal_designs([6, 30, 120], **KW) + ablation.dual_designs([3, 40], **KW)):
-    ref = solver.evaluate(problem, 3.65, d.m, d.n)
-    assert ref.params == d.params
-    assert ref.variance_ratio == pytest.approx(d.variance_ratio, rel=1e-6)
+    assert isinstance(d, solver.Design)
+    ref = solver.evaluate(problem, 3.65, d.m_int, d.n)
+    assert ref._replace(m=d.m) == d
+  for d in ablation.dual_designs([3, 40], **KW):
+    v = solver.relative_variance(5 / d.n, alpha=3.65) / solver.relative_variance(5 / 200, alpha=3.65)
+    assert d.m == pytest.approx(v, rel=1e-12)
 
 
 def test_bad_inputs_raise_one_line_errors():
@@ -59,12 +62,12 @@ def test_bad_inputs_raise_one_line_errors():
   with pytest.raises(ValueError, match='alpha'):
     ablation.dual_designs([2], **dict(KW, alpha=-1.0))
   with pytest.raises(ValueError, match='dataset must be one of'):
-    ablation.load_dataset('cifar10')
+    input_pipeline.load_arrays('cifar10')
 
 
 def test_vmapped_repetitions_equal_separate_trainings():
   from ce_jax.models.dense import DenseEnsemble
-  data = ablation.load_dataset('digits', max_train=96, max_test=64)
+  data = input_pipeline.load_arrays('digits', max_train=96, max_test=64)
   model = DenseEnsemble(3, (8, 8), 10)
   train_one = ablation.make_train_fn(model, data, epochs=2, batch_size=32, learning_rate=1e-2)
   keys = ablation.repetition_keys(7, 4)

@@ -41,16 +41,22 @@ def test_fit_loglog_slope_against_linregress():
     dynamics.fit_loglog_slope([1, 2, 3], [1, 0, 1])
 
 
-def test_empirical_ntk_matches_ce_jax_ntk():
+def test_dynamics_kernels_are_the_library_ntk_before_and_after_training():
   from ce_jax.theory import ntk
   from ce_jax.models.dense import DenseEnsemble
   model = DenseEnsemble(3, (5, 7), 1)
-  x = jax.random.normal(jax.random.PRNGKey(1), (4, 6))
-  params = model.init(jax.random.PRNGKey(2), x)['params']
+  x, y, xp = dynamics.regression_data(num_train=16, num_probe=4)
+  key = jax.random.PRNGKey(2)
+  out = dynamics.make_dynamics_fn(model, x, y, xp, steps=3, learning_rate=0.5)(key)
+  params = model.init(key, x[:1])['params']
   apply_fn = lambda p, x: model.apply({'params': p}, x)
-  k = dynamics.empirical_ntk(apply_fn, params, x)
-  ref = ntk.empirical_ntk_fn(apply_fn, backend='jax')(x, x, params)
-  np.testing.assert_allclose(np.asarray(k), np.asarray(ref).reshape(4, 4), rtol=2e-4, atol=1e-5)
+  # An independent reference: the Jacobian contraction K = J J^T over all parameters.
+  jac = jax.jacrev(lambda p: apply_fn(p, xp)[:, 0])(params)
+  ref = sum(j.reshape(4, -1) @ j.reshape(4, -1).T for j in jax.tree_util.tree_leaves(jac))
+  np.testing.assert_allclose(np.asarray(out.k_init), np.asarray(ref), rtol=2e-4, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(out.k_init), np.asarray(
+      ntk.empirical_ntk_fn(apply_fn, backend='jax')(xp, xp, params)), rtol=2e-4, atol=1e-5)
+  assert not np.allclose(np.asarray(out.k_final), np.asarray(out.k_init))  # training moved the kernel
 
 
 def test_ntk_change_shrinks_with_mn():

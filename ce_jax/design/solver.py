@@ -153,13 +153,25 @@ def sweep_trace_count() -> int:
   return _TRACES[0]
 
 
+def relative_variance(fan_in_sum, m=1, *, alpha: float, intercept: float = 0.0, xp=np):
+  """The variance law of Assumption 1 (Eq. 11): ``(exp(intercept + alpha S) - 1) / m``.
+
+  The relative variance ``Var(K_e) / E[K_e]^2`` of an ensemble of ``m`` members of fan-in sum
+  ``S`` (up to the constant C; ``intercept`` is a fit's, 0 for the paper's model). Vectorized over
+  ``fan_in_sum`` and ``m``; ``xp`` is the array namespace (``numpy``, or ``jax.numpy`` inside a
+  compiled function). Every design of the library (solver, ablation, studies) uses this one law.
+  """
+  return xp.expm1(intercept + alpha * xp.asarray(fan_in_sum)) / m
+
+
 @jax.jit
 def _sweep(cost, fan_in_sum, valid, baseline_cost, baseline_fan_in_sum, baseline_m, alpha,
            intercept):
   """Curves and optima over a (padded) grid; every argument is traced."""
   _TRACES[0] += 1
-  v = jnp.expm1(intercept + alpha * fan_in_sum)
-  v_s = jnp.expm1(intercept + alpha * baseline_fan_in_sum) / baseline_m
+  v = relative_variance(fan_in_sum, alpha=alpha, intercept=intercept, xp=jnp)
+  v_s = relative_variance(baseline_fan_in_sum, baseline_m, alpha=alpha, intercept=intercept,
+                          xp=jnp)
   m_p = baseline_cost / cost
   primal = v / m_p
   m_d = v / v_s
@@ -388,7 +400,8 @@ def resnext_problem(name: str = 'resnext29', cardinality: int = 1, base_width: i
 
 
 def _baseline_variance(problem: Problem, alpha: float, intercept: float = 0.0) -> float:
-  return math.expm1(intercept + alpha * problem.baseline_fan_in_sum) / problem.baseline_m
+  return float(relative_variance(problem.baseline_fan_in_sum, problem.baseline_m, alpha=alpha,
+                                 intercept=intercept))
 
 
 def _design(problem: Problem, alpha: float, i: int, m_real: float, m_int: int,
@@ -397,7 +410,7 @@ def _design(problem: Problem, alpha: float, i: int, m_real: float, m_int: int,
   key = problem.efficiency
   net = problem.network(m_int, w)
   cost = float(net[key])
-  v = math.expm1(intercept + alpha * float(problem.fan_in_sum[i]))
+  v = float(relative_variance(float(problem.fan_in_sum[i]), alpha=alpha, intercept=intercept))
   return Design(int(problem.n[i]), w, float(m_real), int(m_int), int(net['params']),
                 int(net['flops']), float(problem.baseline_network[key]) / cost,
                 (v / m_int) / _baseline_variance(problem, alpha, intercept),

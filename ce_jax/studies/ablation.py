@@ -4,10 +4,13 @@ Dense NTK-parameterized members (``ce_jax.models.dense``) with ``depth`` weight 
 widths ``n`` and ``k`` outputs (softmax cross-entropy). The baseline is one member of width
 ``n~`` (paper: depth 6, ``n~ = 200``). With ``beta(n)`` the parameters of one member and
 ``S(n) = (depth - 1) / n`` (``ce_jax.design.blocks``), the variance law (Assumption 1, Eq. 11) gives an
-ensemble of ``m`` members of width ``n``
+ensemble of ``m`` members of width ``n`` (:func:`ce_jax.design.solver.relative_variance`)
 
     Var(K_e)(m, n) ~ (exp(alpha S(n)) - 1) / m,
     variance_ratio = Var(K_e)(m, n) / Var(K)(1, n~).
+
+The designs are the solver's (:class:`ce_jax.design.solver.Design`, evaluated on the network by
+:func:`ce_jax.design.solver.evaluate`); this module only chooses which ``(m, n)`` to train.
 
 * **Primal curve** (fixed parameters, varying variance): ``m = round(beta(n~) / beta(n))`` for a
   grid of widths ``n``; total parameters ``m beta(n)`` within half a member of the baseline's.
@@ -19,13 +22,14 @@ Training many repetitions at once: :func:`make_train_fn` builds ONE pure functio
 ``lax.scan`` over epochs and minibatches); :func:`train_repetitions` ``jit(vmap(...))``s it over
 ``R`` seeds, so ``R`` models train in one compiled program.
 
-Datasets (:func:`load_dataset`): ``'digits'`` (scikit-learn's bundled 8x8 digits, 1,797 images,
-the project's fixed split of 1,347 train / 450 test; offline, the default) and ``'mnist'``
-(``tensorflow_datasets``, imported lazily, only where already prepared).
+Data: :func:`ce_jax.training.input_pipeline.load_arrays` (``'digits'``, offline, the default;
+``'mnist'`` where tensorflow-datasets has it prepared). Figure:
+:func:`ce_jax.studies.plotting.plot_ablation`.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from typing import Any, Callable, NamedTuple, Sequence
@@ -34,38 +38,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ce_jax import _optional, _validate
+from ce_jax import _validate
 from ce_jax.design import blocks
+from ce_jax.design import solver
+from ce_jax.models.dense import DenseEnsemble
+from ce_jax.tools import guards
+from ce_jax.training import input_pipeline
 
-__all__ = ['Dataset', 'Design', 'TrainOutput', 'DesignResult', 'AblationResult', 'DATASETS',
-           'load_dataset', 'variance', 'variance_ratio', 'primal_designs', 'dual_designs',
-           'geometric_ints', 'default_primal_widths', 'default_dual_multiplicities',
-           'make_train_fn', 'repetition_keys', 'train_repetitions', 'run_ablation', 'spearman',
-           'plot_ablation']
-
-DATASETS = ('digits', 'mnist')
-
-
-class Dataset(NamedTuple):
-  """Standardized features ``(N, d)`` float32 and integer labels ``(N,)``."""
-  x_train: np.ndarray
-  y_train: np.ndarray
-  x_test: np.ndarray
-  y_test: np.ndarray
-  num_classes: int
-  name: str
-
-
-class Design(NamedTuple):
-  """One ensemble design: ``m`` members of hidden width ``n``.
-
-  ``params = m * beta(n)``; ``variance_ratio = ((exp(alpha S(n)) - 1) / m) /
-  (exp(alpha S(n~)) - 1)`` (1 for the baseline).
-  """
-  n: int
-  m: int
-  params: int
-  variance_ratio: float
+__all__ = ['TrainOutput', 'DesignResult', 'AblationResult', 'design_problem', 'primal_designs',
+           'dual_designs', 'geometric_ints', 'default_primal_widths',
+           'default_dual_multiplicities', 'make_train_fn', 'repetition_keys', 'train_repetitions',
+           'run_ablation', 'spearman']
 
 
 class TrainOutput(NamedTuple):
@@ -112,80 +95,15 @@ class AblationResult(NamedTuple):
 
 
 # ---------------------------------------------------------------------------------------------
-# Data.
-
-
-def _standardize(x_train, x_test):
-  mean = x_train.mean(axis=0)
-  std = x_train.std(axis=0)
-  std = np.where(std > 1e-8, std, 1.0)
-  return ((x_train - mean) / std).astype(np.float32), ((x_test - mean) / std).astype(np.float32)
-
-
-def load_dataset(name: str = 'digits', max_train: int | None = None,
-                 max_test: int | None = None) -> Dataset:
-  """Loads ``name`` (``'digits'`` or ``'mnist'``) flattened, standardized with train statistics.
-
-  ``digits``: scikit-learn's 1,797 8x8 images (d = 64), the project's fixed split of
-  ``ce_jax.training.input_pipeline.digits_arrays`` (1,347 train / 450 test), then per-pixel
-  standardization (constant pixels left centered). ``mnist``: 60,000 / 10,000 (d = 784) from
-  ``tensorflow_datasets`` without downloading; raises a one-line ``ValueError`` if not prepared.
-  ``max_train`` / ``max_test`` keep the first examples only (subsets for quick runs).
-  """
-  _validate.choice('dataset', name, DATASETS)
-  if max_train is not None:
-    max_train = _validate.positive_int('max_train', max_train)
-  if max_test is not None:
-    max_test = _validate.positive_int('max_test', max_test)
-  if name == 'digits':
-    from ce_jax.training import input_pipeline  # the project's fixed digits split (1,347 / 450)
-    arrays = input_pipeline.digits_arrays()
-    (x_train, y_train), (x_test, y_test) = arrays['train'], arrays['test']
-    x_train = x_train.reshape(x_train.shape[0], -1).astype(np.float64)
-    x_test = x_test.reshape(x_test.shape[0], -1).astype(np.float64)
-  else:
-    x_train, y_train, x_test, y_test = _load_mnist()
-  x_train, x_test = _standardize(x_train, x_test)
-  if max_train is not None:
-    x_train, y_train = x_train[:max_train], y_train[:max_train]
-  if max_test is not None:
-    x_test, y_test = x_test[:max_test], y_test[:max_test]
-  return Dataset(x_train, np.asarray(y_train, np.int32), x_test, np.asarray(y_test, np.int32),
-                 10, name)
-
-
-def _load_mnist():
-  try:
-    import tensorflow_datasets as tfds  # lazy: optional dependency
-  except ImportError as e:  # pragma: no cover - depends on the installed stack
-    raise ValueError(f"dataset 'mnist' needs tensorflow-datasets ({e}): "
-                     f"{_optional.hint('data')}, or use --dataset=digits") from None
-  try:
-    splits = tfds.load('mnist', split=['train', 'test'], batch_size=-1, as_supervised=True,
-                       download=False)
-    (xtr, ytr), (xte, yte) = tfds.as_numpy(splits)
-  except Exception as e:  # noqa: BLE001 - any tfds failure means "not prepared here"
-    msg = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-    raise ValueError(f"dataset 'mnist' is not prepared for tensorflow_datasets here ({msg}); "
-                     'run `tfds build mnist` where online, or use --dataset=digits') from None
-  xtr = xtr.reshape(xtr.shape[0], -1).astype(np.float64) / 255.0
-  xte = xte.reshape(xte.shape[0], -1).astype(np.float64) / 255.0
-  return xtr, ytr, xte, yte
-
-
-# ---------------------------------------------------------------------------------------------
 # Designs along the primal and dual curves (closed forms of ce_jax.design.blocks).
 
 
-def variance(n, m, depth: int, alpha: float):
-  """Relative ensemble kernel variance ``(exp(alpha (depth-1)/n) - 1) / m`` (vectorized)."""
-  s = blocks.dense_uniform_fan_in_sum(np.asarray(n, np.float64), depth)
-  return np.expm1(alpha * s) / np.asarray(m, np.float64)
-
-
-def variance_ratio(n, m, baseline_width: int, depth: int, alpha: float):
-  """``Var(K_e)(m, n) / Var(K)(1, n~)`` under Assumption 1 (vectorized)."""
-  return variance(n, m, depth, alpha) / variance(baseline_width, 1, depth, alpha)
+@functools.lru_cache(maxsize=16)
+def design_problem(baseline_width: int = 200, depth: int = 6, input_dim: int = 64,
+                   num_outputs: int = 10) -> solver.Problem:
+  """The solver's problem for this study: the dense member, widths 1..``baseline_width``."""
+  return solver.dense_problem(depth=depth, width=baseline_width, input_dim=input_dim,
+                              num_outputs=num_outputs, max_width=baseline_width)
 
 
 def _check_common(baseline_width, depth, input_dim, num_outputs, alpha):
@@ -196,17 +114,20 @@ def _check_common(baseline_width, depth, input_dim, num_outputs, alpha):
           _validate.finite_positive('alpha', alpha))
 
 
-def _beta(n, input_dim, depth, num_outputs) -> int:
-  return int(blocks.dense_uniform_params(int(n), input_dim, depth, num_outputs))
+def _variance(n, m, depth: int, alpha: float):
+  return solver.relative_variance(blocks.dense_uniform_fan_in_sum(n, depth), m, alpha=alpha)
 
 
 def primal_designs(widths: Sequence[int], *, baseline_width: int = 200, depth: int = 6,
                    input_dim: int = 64, num_outputs: int = 10,
-                   alpha: float = 3.65) -> list[Design]:
+                   alpha: float = 3.65) -> list[solver.Design]:
   """Designs on the primal curve: ``m = max(1, round(beta(n~) / beta(n)))`` for each width.
 
-  Total parameters ``m beta(n)`` are within ``beta(n) / 2`` of the baseline's (exactly the
-  baseline for ``n = n~``). Widths above ``n~`` (``m_p < 1``) are rejected. Sorted by ``n``.
+  Each is the solver's :class:`~ce_jax.design.solver.Design` of ``m_int`` members of width ``n``
+  (:func:`ce_jax.design.solver.evaluate`: whole-network parameters, FLOPs, variance ratio), with
+  ``m`` the real ``m_p(n)``. Total parameters ``m_int beta(n)`` are within ``beta(n) / 2`` of the
+  baseline's (exactly the baseline for ``n = n~``). Widths above ``n~`` (``m_p < 1``) are
+  rejected. Sorted by ``n``.
   """
   baseline_width, depth, input_dim, num_outputs, alpha = _check_common(
       baseline_width, depth, input_dim, num_outputs, alpha)
@@ -214,18 +135,18 @@ def primal_designs(widths: Sequence[int], *, baseline_width: int = 200, depth: i
   if widths[-1] > baseline_width:
     raise ValueError(f'primal widths must be <= baseline_width={baseline_width} (m >= 1), '
                      f'got {widths[-1]}')
-  beta_s = _beta(baseline_width, input_dim, depth, num_outputs)
+  problem = design_problem(baseline_width, depth, input_dim, num_outputs)
+  beta_s = blocks.dense_uniform_params(baseline_width, input_dim, depth, num_outputs)
   out = []
   for n in widths:
-    b = _beta(n, input_dim, depth, num_outputs)
-    m = max(1, int(round(beta_s / b)))
-    out.append(Design(n, m, m * b, float(variance_ratio(n, m, baseline_width, depth, alpha))))
+    m = max(1, int(round(beta_s / blocks.dense_uniform_params(n, input_dim, depth, num_outputs))))
+    out.append(solver.evaluate(problem, alpha, m, n))
   return out
 
 
 def dual_designs(multiplicities: Sequence[int], *, baseline_width: int = 200, depth: int = 6,
                  input_dim: int = 64, num_outputs: int = 10,
-                 alpha: float = 3.65) -> list[Design]:
+                 alpha: float = 3.65) -> list[solver.Design]:
   """Designs on the dual curve, one near each target multiplicity in ``multiplicities``.
 
   The real width solving ``exp(alpha S(n)) - 1 = m (exp(alpha S(n~)) - 1)`` is
@@ -233,28 +154,29 @@ def dual_designs(multiplicities: Sequence[int], *, baseline_width: int = 200, de
   design's ``m`` in ``{floor(m_d(n)), ceil(m_d(n))}``, the pair with the smallest
   ``|log variance_ratio|`` is kept (so the ratio is within ``1 +- 1/m`` of 1, not limited by the
   coarse integer widths; the design's ``m`` stays within a factor 2 of the target). Designs that
-  collapse onto the same ``n`` are merged (the first kept). Sorted by ``m``.
+  collapse onto the same ``n`` are merged (the first kept). Solver designs (``m`` = the real
+  ``m_d(n)``, ``m_int`` the members), sorted by ``m_int``.
   """
   baseline_width, depth, input_dim, num_outputs, alpha = _check_common(
       baseline_width, depth, input_dim, num_outputs, alpha)
   ms = sorted(set(_validate.int_list('multiplicities', multiplicities)))
-  v_s = float(variance(baseline_width, 1, depth, alpha))
+  problem = design_problem(baseline_width, depth, input_dim, num_outputs)
+  v_s = float(_variance(baseline_width, 1, depth, alpha))
   out, seen = [], set()
   for target in ms:
     n_star = alpha * (depth - 1) / math.log1p(target * v_s)
     cands = []
     for c in {max(1, min(baseline_width, int(math.floor(n_star)))),
               max(1, min(baseline_width, int(math.ceil(n_star))))}:
-      m_d = float(variance(c, 1, depth, alpha)) / v_s
+      m_d = float(_variance(c, 1, depth, alpha)) / v_s
       for m in {target, max(1, int(math.floor(m_d))), max(1, int(math.ceil(m_d)))}:
         if m == target or target / 2 <= m <= 2 * target:  # stay near the target multiplicity
-          cands.append((abs(math.log(variance_ratio(c, m, baseline_width, depth, alpha))), c, m))
-    _, n, m = min(cands)
+          cands.append((abs(math.log(float(_variance(c, m, depth, alpha)) / v_s)), c, m, m_d))
+    _, n, m, m_d = min(cands)
     if n in seen:
       continue
     seen.add(n)
-    out.append(Design(n, m, m * _beta(n, input_dim, depth, num_outputs),
-                      float(variance_ratio(n, m, baseline_width, depth, alpha))))
+    out.append(solver.evaluate(problem, alpha, m, n)._replace(m=m_d))
   return out
 
 
@@ -278,7 +200,7 @@ def default_primal_widths(baseline_width: int = 200, min_width: int = 4,
 def default_dual_multiplicities(baseline_width: int = 200, min_width: int = 4, depth: int = 6,
                                 alpha: float = 3.65, num: int = 6) -> list[int]:
   """Multiplicities from 1 to ``m_d(min_width)``, spaced geometrically."""
-  ratio = float(variance_ratio(min_width, 1, baseline_width, depth, alpha))
+  ratio = float(_variance(min_width, 1, depth, alpha) / _variance(baseline_width, 1, depth, alpha))
   return geometric_ints(1, max(1, int(round(ratio))), num)
 
 
@@ -286,7 +208,7 @@ def default_dual_multiplicities(baseline_width: int = 200, min_width: int = 4, d
 # Training R repetitions in one compiled program.
 
 
-def make_train_fn(model, data: Dataset, *, epochs: int, batch_size: int = 128,
+def make_train_fn(model, data: input_pipeline.ArrayDataset, *, epochs: int, batch_size: int = 128,
                   learning_rate: float = 1e-2) -> Callable[[jax.Array], TrainOutput]:
   """Returns a pure ``train_one(key) -> TrainOutput`` (Adam, softmax cross-entropy).
 
@@ -374,10 +296,11 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
   return float(res.statistic), float(res.pvalue)
 
 
-def run_ablation(data: Dataset, primal: Sequence[Design], dual: Sequence[Design], *,
+def run_ablation(data: input_pipeline.ArrayDataset, primal: Sequence[solver.Design],
+                 dual: Sequence[solver.Design], *,
                  depth: int = 6, repetitions: int = 10, epochs: int = 20,
                  batch_size: int = 128, learning_rate: float = 1e-2, seed: int = 0,
-                 chunk: int | None = None, baseline: Design | None = None,
+                 chunk: int | None = None, baseline: solver.Design | None = None,
                  progress: Callable[[str], None] | None = print) -> AblationResult:
   """Trains every design ``repetitions`` times (one vmapped program per design).
 
@@ -386,19 +309,16 @@ def run_ablation(data: Dataset, primal: Sequence[Design], dual: Sequence[Design]
   did not fail (non-finite loss or parameters: see :class:`DesignResult`) and the Spearman
   correlation of the primal errors with ``variance_ratio``.
   """
-  from ce_jax.tools import guards
-  from ce_jax.models.dense import DenseEnsemble
-
   depth = _validate.positive_int('depth', depth, minimum=2)
   keys = repetition_keys(seed, repetitions)
   cache: dict[tuple[int, int], DesignResult] = {}
   todo = [('primal', d) for d in primal] + [('dual', d) for d in dual]
 
   def run(i, curve, d):
-    if (d.m, d.n) in cache:
-      return cache[(d.m, d.n)]
+    if (d.m_int, d.n) in cache:
+      return cache[(d.m_int, d.n)]
     t0 = time.time()
-    model = DenseEnsemble(d.m, (d.n,) * (depth - 1), data.num_classes)
+    model = DenseEnsemble(d.m_int, (d.n,) * (depth - 1), data.num_classes)
     out = train_repetitions(make_train_fn(model, data, epochs=epochs, batch_size=batch_size,
                                           learning_rate=learning_rate), keys, chunk)
     losses = np.asarray(out.epoch_loss, np.float64).reshape(keys.shape[0], -1)
@@ -414,16 +334,16 @@ def run_ablation(data: Dataset, primal: Sequence[Design], dual: Sequence[Design]
                                     data.num_classes, unit='epochs')
       if why:
         stalled.append(f'{int(r)}: {why}')
-    res = DesignResult(d.n, d.m, d.params, d.variance_ratio,
+    res = DesignResult(d.n, d.m_int, d.params, d.variance_ratio,
                        float(good.mean()) if good.size else float('nan'), se, errs.tolist(),
                        float(losses[ok, -1].mean()) if good.size else float('nan'),
                        time.time() - t0, tuple(int(r) for r in np.flatnonzero(~ok)),
                        tuple(stalled), tuple(float(v) for v in losses[:, -1]))
-    cache[(d.m, d.n)] = res
+    cache[(d.m_int, d.n)] = res
     if progress:
       failed = (f' FAILED {len(res.failed_repetitions)}/{errs.size} (non-finite loss)'
                 if res.failed_repetitions else '')
-      progress(f'[{i + 1}/{len(todo)}] {curve:6s} m={d.m:5d} n={d.n:4d} params={d.params:9d} '
+      progress(f'[{i + 1}/{len(todo)}] {curve:6s} m={d.m_int:5d} n={d.n:4d} params={d.params:9d} '
                f'var_ratio={d.variance_ratio:7.3f} test_error={res.test_error_mean:.4f}'
                f'+-{se:.4f} train_loss={res.final_train_loss_mean:.4f} ({res.seconds:.1f}s)'
                f'{failed}')
@@ -435,43 +355,3 @@ def run_ablation(data: Dataset, primal: Sequence[Design], dual: Sequence[Design]
   rho, p = spearman([r.variance_ratio for r in results['primal']],
                     [r.test_error_mean for r in results['primal']])
   return AblationResult(results['primal'], results['dual'], rho, p, baseline)
-
-
-def plot_ablation(result: AblationResult, path: str, title: str = '') -> None:
-  """The paper's four panels: error (blue) with Var(K) ratio (a, b) or parameters (c, d)."""
-  matplotlib = _optional.require('matplotlib', 'experiments', what='ablation.plot_ablation')
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
-
-  fig, axes = plt.subplots(1, 4, figsize=(18, 4))
-  panels = [('primal', 'variance_ratio', '(a) Primal', 'Var(K) / Var(K baseline)'),
-            ('dual', 'variance_ratio', '(b) Dual', 'Var(K) / Var(K baseline)'),
-            ('primal', 'params', '(c) Primal', 'parameters'),
-            ('dual', 'params', '(d) Dual', 'parameters')]
-  for ax, (curve, key, name, label) in zip(axes, panels):
-    rows = sorted(getattr(result, curve), key=lambda r: r.n)
-    n = [r.n for r in rows]
-    err = np.array([r.test_error_mean for r in rows]) * 100
-    se = np.array([r.test_error_stderr for r in rows]) * 100
-    ax.errorbar(n, err, yerr=np.nan_to_num(se), color='tab:blue', marker='o', capsize=3)
-    ax.set_xscale('log')
-    ax.set_xlabel('member width n')
-    ax.set_ylabel('test error (%)', color='tab:blue')
-    ax2 = ax.twinx()
-    ax2.plot(n, [getattr(r, key) for r in rows], color='tab:red', marker='s', ls='--')
-    ax2.set_ylabel(label, color='tab:red')
-    if key == 'variance_ratio' and curve == 'primal':
-      ax2.set_yscale('log')
-    elif key == 'variance_ratio':
-      ax2.set_ylim(0, max(2.0, 1.2 * max(r.variance_ratio for r in rows)))
-    else:
-      ax2.set_ylim(0, 1.15 * max(r.params for r in rows))
-    for r in rows:
-      ax.annotate(f'm={r.m}', (r.n, r.test_error_mean * 100), fontsize=7,
-                  textcoords='offset points', xytext=(0, 6), ha='center')
-    ax.set_title(name)
-  if title:
-    fig.suptitle(title)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)

@@ -19,8 +19,8 @@ The grid (:func:`design_grid`) holds the appendix figure's three panels for a li
 (a) ``m = 1, n = d^2``; (b) ``m = n = d`` (same ``m n`` as (a)); (c) fixed width
 ``n = fixed_width`` with ``m`` chosen so that the parameters match panel (a)'s (larger ``m n``).
 
-The empirical NTK here is computed independently of ``ce_jax.theory.ntk``: the Jacobian of the scalar
-output w.r.t. all parameters (``jax.jacrev``) contracted over parameters, ``K = J J^T``.
+The empirical NTK is :func:`ce_jax.theory.ntk.empirical_ntk_fn` (its ``'auto'`` backend: the
+structured kernel for the library's dense ensembles, the Jacobian contraction otherwise).
 """
 
 from __future__ import annotations
@@ -35,9 +35,11 @@ import numpy as np
 
 from ce_jax import _validate
 from ce_jax.design import blocks
+from ce_jax.theory import ntk
+from ce_jax.training import input_pipeline
 
 __all__ = ['GridPoint', 'DynamicsOutput', 'DynamicsPoint', 'SlopeFit', 'DynamicsResult',
-           'design_grid', 'regression_data', 'empirical_ntk', 'make_dynamics_fn',
+           'design_grid', 'regression_data', 'make_dynamics_fn',
            'measure_point', 'fit_loglog_slope', 'fit_usable', 'run_dynamics', 'NAN_FIT']
 
 
@@ -98,7 +100,8 @@ class DynamicsResult(NamedTuple):
 
 
 def _beta(n: int, input_dim: int, depth: int) -> int:
-  return int(blocks.dense_uniform_params(int(n), input_dim, depth, 1))
+  """beta(n) of the depth-``depth`` dense member with one output."""
+  return int(blocks.dense_uniform_params(int(n), input_dim, depth))
 
 
 def design_grid(ds: Sequence[int] = (3, 4, 6, 8, 12), *, fixed_width: int = 16,
@@ -127,30 +130,19 @@ def design_grid(ds: Sequence[int] = (3, 4, 6, 8, 12), *, fixed_width: int = 16,
 def regression_data(num_train: int = 128, num_probe: int = 8):
   """A digits subset for the L2 dynamics: ``(x_train, y_train, x_probe)``.
 
-  Inputs from ``ce_jax.studies.ablation.load_dataset('digits')`` (per-pixel standardized, d = 64);
+  Inputs from ``ce_jax.training.input_pipeline.load_arrays('digits')`` (per-pixel standardized, d = 64);
   target ``y = +1`` for even digits, ``-1`` for odd ones, shape ``(N, 1)``; the probe set is the
   first ``num_probe`` test images.
   """
-  from ce_jax.studies import ablation
   num_train = _validate.positive_int('num_train', num_train)
   num_probe = _validate.positive_int('num_probe', num_probe, minimum=2)
-  data = ablation.load_dataset('digits')
+  data = input_pipeline.load_arrays('digits')
   if num_train > len(data.y_train):
     raise ValueError(f'num_train must be <= {len(data.y_train)}, got {num_train}')
   if num_probe > len(data.y_test):
     raise ValueError(f'num_probe must be <= {len(data.y_test)}, got {num_probe}')
   y = np.where(data.y_train[:num_train] % 2 == 0, 1.0, -1.0).astype(np.float32)[:, None]
   return data.x_train[:num_train], y, data.x_test[:num_probe]
-
-
-def empirical_ntk(apply_fn: Callable, params, x: jax.Array) -> jax.Array:
-  """``K[a, b] = sum_p d f(x_a)/d theta_p d f(x_b)/d theta_p`` for scalar ``f``; ``(P, P)``.
-
-  ``apply_fn(params, x)`` maps ``(P, d)`` to ``(P, 1)``.
-  """
-  jac = jax.jacrev(lambda p: apply_fn(p, x)[:, 0])(params)
-  leaves = [j.reshape(j.shape[0], -1) for j in jax.tree_util.tree_leaves(jac)]
-  return sum(l @ l.T for l in leaves)
 
 
 def make_dynamics_fn(model, x_train, y_train, x_probe, *, steps: int = 300,
@@ -173,18 +165,20 @@ def make_dynamics_fn(model, x_train, y_train, x_probe, *, steps: int = 300,
   def loss_fn(p):
     return 0.5 * jnp.mean((apply_fn(p, x_train) - y_train) ** 2)
 
+  kernel_fn = ntk.empirical_ntk_fn(apply_fn, vmap_axes=0)
+
   grad_fn = jax.value_and_grad(loss_fn)
 
   def run_one(key):
     params = model.init(key, x_train[:1])['params']
-    k0 = empirical_ntk(apply_fn, params, x_probe)
+    k0 = kernel_fn(x_probe, None, params)
 
     def step(p, _):
       loss, g = grad_fn(p)
       return jax.tree_util.tree_map(lambda a, b: a - learning_rate * b, p, g), loss
 
     params_t, losses = jax.lax.scan(step, params, None, length=steps)
-    kt = empirical_ntk(apply_fn, params_t, x_probe)
+    kt = kernel_fn(x_probe, None, params_t)
     return DynamicsOutput(k0, kt, losses[0], loss_fn(params_t))
 
   return run_one

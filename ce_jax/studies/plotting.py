@@ -1,10 +1,13 @@
-"""Figures of ce_jax (matplotlib, Agg backend): Fig. 3 search curves, alpha fits, demo results.
+"""Figures of ce_jax (matplotlib, Agg backend): Fig. 2 convergence, Fig. 3 search curves,
+Fig. 4 ablation, alpha fits, Theorem 1 dynamics, demo results.
 
 Imported lazily by the binaries and notebooks; every function writes one file and closes its
 figure.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from ce_jax import _optional
 from ce_jax.tools import cli
@@ -98,7 +101,6 @@ def plot_alpha_fit(estimate, path: str, *, fan_in_convention: str = 'channels',
   dense member's depth and ``fan_in_convention`` the bottleneck's S convention, used to draw
   the fitted curve over a dense width grid.
   """
-  import numpy as np
   from ce_jax.theory import alpha as alpha_lib
   plt = _pyplot()
   block, points, fit = estimate.block, estimate.points, estimate.fit
@@ -143,7 +145,6 @@ def plot_ntk_convergence(result, path: str) -> None:
   """
   if hasattr(result, '_asdict'):
     result = cli._to_jsonable(result)  # pylint: disable=protected-access
-  import numpy as np
   plt = _pyplot()
 
   g = np.asarray(result['gamma'])
@@ -184,7 +185,6 @@ def plot_dynamics(result, path: str, fit_on: str = 'frob') -> None:
   ``result``: a :class:`ce_jax.studies.dynamics.DynamicsResult`; ``fit_on``: 'frob' | 'offdiag' (the
   quantity whose slope is reported).
   """
-  import numpy as np
   plt = _pyplot()
 
   fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -212,5 +212,46 @@ def plot_dynamics(result, path: str, fit_on: str = 'frob') -> None:
   fig.suptitle('NTK change between initialization and end of training (depth-4 ensembles)')
   fig.tight_layout()
   cli.ensure_parent(path)
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def plot_ablation(result, path: str, title: str = '') -> None:
+  """Fig. 4: error (blue) with the Var(K) ratio (a, b) or parameters (c, d), per curve.
+
+  ``result``: a :class:`ce_jax.studies.ablation.AblationResult`.
+  """
+  plt = _pyplot()
+
+  fig, axes = plt.subplots(1, 4, figsize=(18, 4))
+  panels = [('primal', 'variance_ratio', '(a) Primal', 'Var(K) / Var(K baseline)'),
+            ('dual', 'variance_ratio', '(b) Dual', 'Var(K) / Var(K baseline)'),
+            ('primal', 'params', '(c) Primal', 'parameters'),
+            ('dual', 'params', '(d) Dual', 'parameters')]
+  for ax, (curve, key, name, label) in zip(axes, panels):
+    rows = sorted(getattr(result, curve), key=lambda r: r.n)
+    n = [r.n for r in rows]
+    err = np.array([r.test_error_mean for r in rows]) * 100
+    se = np.array([r.test_error_stderr for r in rows]) * 100
+    ax.errorbar(n, err, yerr=np.nan_to_num(se), color='tab:blue', marker='o', capsize=3)
+    ax.set_xscale('log')
+    ax.set_xlabel('member width n')
+    ax.set_ylabel('test error (%)', color='tab:blue')
+    ax2 = ax.twinx()
+    ax2.plot(n, [getattr(r, key) for r in rows], color='tab:red', marker='s', ls='--')
+    ax2.set_ylabel(label, color='tab:red')
+    if key == 'variance_ratio' and curve == 'primal':
+      ax2.set_yscale('log')
+    elif key == 'variance_ratio':
+      ax2.set_ylim(0, max(2.0, 1.2 * max(r.variance_ratio for r in rows)))
+    else:
+      ax2.set_ylim(0, 1.15 * max(r.params for r in rows))
+    for r in rows:
+      ax.annotate(f'm={r.m}', (r.n, r.test_error_mean * 100), fontsize=7,
+                  textcoords='offset points', xytext=(0, 6), ha='center')
+    ax.set_title(name)
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)

@@ -28,6 +28,9 @@ at 32x32, 8 at 64x64); ImageNet uses an Inception-style random resized crop to 2
 (no lighting), evaluation resizes to 256 and center-crops 224. All images are normalized per
 channel with the dataset's mean and std.
 
+* **Arrays.** :func:`load_arrays` returns a whole data set in memory, flattened and standardized
+  (digits, or an already prepared MNIST), for the experiments that train without tf.data.
+
 TensorFlow and tensorflow-datasets are imported lazily (``ce_jax`` stays importable without them).
 """
 
@@ -403,3 +406,76 @@ def eval_iterator(name: str, *, global_batch_size: int, data_dir: str | None = N
   ds = ds.map(lambda b: _shard_for_devices(b, nd))
   ds = ds.prefetch(prefetch).with_options(_options())
   return ds.as_numpy_iterator()
+
+
+# ---------------------------------------------------------------------------------------------
+# In-memory arrays (the ablation, the dynamics study, the family demos: no tf.data).
+
+ARRAY_DATASETS = ('digits', 'mnist')
+
+
+class ArrayDataset(NamedTuple):
+  """A data set in memory (no tf.data): standardized features ``(N, d)`` float32, labels ``(N,)``."""
+  x_train: np.ndarray
+  y_train: np.ndarray
+  x_test: np.ndarray
+  y_test: np.ndarray
+  num_classes: int
+  name: str
+
+
+def _standardize(x_train, x_test):
+  mean = x_train.mean(axis=0)
+  std = x_train.std(axis=0)
+  std = np.where(std > 1e-8, std, 1.0)
+  return ((x_train - mean) / std).astype(np.float32), ((x_test - mean) / std).astype(np.float32)
+
+
+def load_arrays(name: str = 'digits', max_train: int | None = None,
+                max_test: int | None = None) -> ArrayDataset:
+  """Loads ``name`` (``'digits'`` or ``'mnist'``) flattened, standardized with train statistics.
+
+  ``digits``: scikit-learn's 1,797 8x8 images (d = 64), the project's fixed split of
+  :func:`digits_arrays` (1,347 train / 450 test), then per-pixel
+  standardization (constant pixels left centered). ``mnist``: 60,000 / 10,000 (d = 784) from
+  ``tensorflow_datasets`` without downloading; raises a one-line ``ValueError`` if not prepared.
+  ``max_train`` / ``max_test`` keep the first examples only (subsets for quick runs).
+  """
+  _validate.choice('dataset', name, ARRAY_DATASETS)
+  if max_train is not None:
+    max_train = _validate.positive_int('max_train', max_train)
+  if max_test is not None:
+    max_test = _validate.positive_int('max_test', max_test)
+  if name == 'digits':
+    arrays = digits_arrays()  # the project's fixed digits split (1,347 / 450)
+    (x_train, y_train), (x_test, y_test) = arrays['train'], arrays['test']
+    x_train = x_train.reshape(x_train.shape[0], -1).astype(np.float64)
+    x_test = x_test.reshape(x_test.shape[0], -1).astype(np.float64)
+  else:
+    x_train, y_train, x_test, y_test = _load_mnist()
+  x_train, x_test = _standardize(x_train, x_test)
+  if max_train is not None:
+    x_train, y_train = x_train[:max_train], y_train[:max_train]
+  if max_test is not None:
+    x_test, y_test = x_test[:max_test], y_test[:max_test]
+  return ArrayDataset(x_train, np.asarray(y_train, np.int32), x_test, np.asarray(y_test, np.int32),
+                 10, name)
+
+
+def _load_mnist():
+  try:
+    import tensorflow_datasets as tfds  # lazy: optional dependency
+  except ImportError as e:  # pragma: no cover - depends on the installed stack
+    raise ValueError(f"dataset 'mnist' needs tensorflow-datasets ({e}): "
+                     f"{_optional.hint('data')}, or use --dataset=digits") from None
+  try:
+    splits = tfds.load('mnist', split=['train', 'test'], batch_size=-1, as_supervised=True,
+                       download=False)
+    (xtr, ytr), (xte, yte) = tfds.as_numpy(splits)
+  except Exception as e:  # noqa: BLE001 - any tfds failure means "not prepared here"
+    msg = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+    raise ValueError(f"dataset 'mnist' is not prepared for tensorflow_datasets here ({msg}); "
+                     'run `tfds build mnist` where online, or use --dataset=digits') from None
+  xtr = xtr.reshape(xtr.shape[0], -1).astype(np.float64) / 255.0
+  xte = xte.reshape(xte.shape[0], -1).astype(np.float64) / 255.0
+  return xtr, ytr, xte, yte
