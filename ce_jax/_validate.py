@@ -9,6 +9,7 @@ wrong answer. Binaries catch ``ValueError`` and turn it into a usage error (see
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -141,7 +142,6 @@ def input_pair(x1: Any, x2: Any = None):
 
 def memory_bytes() -> int:
   """Physical memory of this machine in bytes (0 when unknown)."""
-  import os  # pylint: disable=g-import-not-at-top
   try:
     return int(os.sysconf('SC_PHYS_PAGES')) * int(os.sysconf('SC_PAGE_SIZE'))
   except (ValueError, OSError, AttributeError):

@@ -41,9 +41,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from ce_jax import _validate
-from ce_jax.design import presets
 from ce_jax.design import member as member_lib
+from ce_jax.design import presets
 from ce_jax.design.member import Member
+from ce_jax.models import resnext as resnext_lib
+
 
 EFFICIENCIES = ('params', 'flops')
 COST_MODELS = ('block', 'network')
@@ -386,7 +388,6 @@ def resnext_problem(name: str = 'resnext29', cardinality: int = 1, base_width: i
   max_width = _validate.positive_int('max_width', max_width)
   num_classes = presets.default_num_classes(name) if num_classes is None else num_classes
   num_classes = _validate.positive_int('num_classes', num_classes)
-  from ce_jax.models import resnext as resnext_lib  # pylint: disable=g-import-not-at-top
   sizes, outs, _ = resnext_lib.ARCHITECTURES[name]
   resnext_lib.validate_config(sizes, outs, cardinality, base_width, num_classes)
   member = presets.bottleneck(name, num_classes=num_classes, image_size=image_size)

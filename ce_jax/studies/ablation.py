@@ -45,6 +45,7 @@ from ce_jax.models.dense import DenseEnsemble
 from ce_jax.tools import guards
 from ce_jax.training import input_pipeline
 
+
 __all__ = ['TrainOutput', 'DesignResult', 'AblationResult', 'design_problem', 'primal_designs',
            'dual_designs', 'geometric_ints', 'default_primal_widths',
            'default_dual_multiplicities', 'make_train_fn', 'repetition_keys', 'train_repetitions',

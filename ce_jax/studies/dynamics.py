@@ -35,8 +35,10 @@ import numpy as np
 
 from ce_jax import _validate
 from ce_jax.design import blocks
+from ce_jax.models.dense import DenseEnsemble
 from ce_jax.theory import ntk
 from ce_jax.training import input_pipeline
+
 
 __all__ = ['GridPoint', 'DynamicsOutput', 'DynamicsPoint', 'SlopeFit', 'DynamicsResult',
            'design_grid', 'regression_data', 'make_dynamics_fn',
@@ -197,7 +199,6 @@ def measure_point(point: GridPoint, x_train, y_train, x_probe, *, depth: int = 4
 
   Seed ``s`` uses ``fold_in(PRNGKey(seed), s)``.
   """
-  from ce_jax.models.dense import DenseEnsemble
   seeds = _validate.positive_int('seeds', seeds)
   t0 = time.time()
   model = DenseEnsemble(point.m, (point.n,) * (depth - 1), 1)

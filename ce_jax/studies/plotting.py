@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ce_jax import _optional
+from ce_jax.theory import alpha as alpha_lib
 from ce_jax.tools import cli
 
 
@@ -101,7 +102,6 @@ def plot_alpha_fit(estimate, path: str, *, fan_in_convention: str = 'channels',
   dense member's depth and ``fan_in_convention`` the bottleneck's S convention, used to draw
   the fitted curve over a dense width grid.
   """
-  from ce_jax.theory import alpha as alpha_lib
   plt = _pyplot()
   block, points, fit = estimate.block, estimate.points, estimate.fit
   w = np.array([p.width for p in points])

@@ -27,6 +27,7 @@ coefficient of determination ``1 - sum w (y - yhat)^2 / sum w (y - ybar_w)^2``.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any, Callable, NamedTuple, Optional, Sequence
 
@@ -36,7 +37,12 @@ import numpy as np
 
 from ce_jax import _validate
 from ce_jax.design import member as member_lib
+from ce_jax.design import presets
 from ce_jax.design.member import Member
+from ce_jax.theory import conditional
+from ce_jax.theory import ntk
+from ce_jax.theory import variance
+
 
 BLOCKS = ('dense', 'bottleneck')
 INPUT_DISTRIBUTIONS = ('gaussian', 'relu', 'center_pixel', 'constant')
@@ -204,7 +210,6 @@ def load_fit(path: str, flag: str = '--alpha_from',
   under another convention). Raises a one-line ``ValueError`` naming ``flag`` when the file is
   unreadable, not JSON, or has no valid ``alpha``.
   """
-  import json  # pylint: disable=g-import-not-at-top
   try:
     with open(path) as f:
       payload = json.load(f)
@@ -278,7 +283,6 @@ def fan_in_sum(block: str, width: int, *, depth: int = 6, in_channels: int = 256
 
 def _preset(block: str, *, depth: int = 6, input_dim: int = 748, in_channels: int = 256,
             out_channels: int = 256) -> Member:
-  from ce_jax.design import presets  # pylint: disable=g-import-not-at-top
   if block == 'dense':
     return presets.dense(depth, input_dim)
   return presets.bottleneck(in_channels=in_channels, out_channels=out_channels)
@@ -328,8 +332,6 @@ def member_sampler(member: Member, width, x, *, parameterization: str = 'as_give
   ``'full_weights'`` never takes it. The conditional draws differ from the full-weight ones;
   the entry's law is the same.
   """
-  from ce_jax.theory import conditional
-  from ce_jax.theory import ntk  # pylint: disable=g-import-not-at-top
   _validate.choice('parameterization', parameterization, PARAMETERIZATIONS)
   _validate.choice('sampler', sampler, SAMPLERS)
   module = member.build(width)
@@ -440,8 +442,6 @@ def estimate_alpha(block: Any = 'bottleneck', widths: Sequence[Any] = DEFAULT_WI
     ``fits`` under both conventions; ``warnings`` (also ``fit.warnings``) says when the fit is
     degenerate (:func:`fit_alpha`).
   """
-  from ce_jax.theory import conditional
-  from ce_jax.theory import variance  # pylint: disable=g-import-not-at-top
   if isinstance(block, Member):
     member = block
     name = member.name

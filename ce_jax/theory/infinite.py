@@ -33,6 +33,8 @@ from typing import NamedTuple
 import jax.numpy as jnp
 
 from ce_jax import _validate
+from ce_jax.theory import ntk
+
 
 BACKENDS = ('auto', 'jax', 'nt')
 
@@ -83,7 +85,6 @@ def stax_member(depth: int, width: int = 1024, num_outputs: int = 1):
   depth = _validate.positive_int('depth', depth, minimum=2)
   width = _validate.positive_int('width', width)
   num_outputs = _validate.positive_int('num_outputs', num_outputs)
-  from ce_jax.theory import ntk  # pylint: disable=g-import-not-at-top
   if ntk._nt_module() is None:  # pylint: disable=protected-access  (same probe as ce_jax.theory.ntk)
     raise ValueError("backend 'nt' (neural_tangents.stax) needs neural-tangents, which cannot be "
                      "imported here (it needs jax < 0.6: pip install 'ce_jax[nt]'); use "

@@ -48,12 +48,14 @@ import functools
 import re
 from typing import Any, Callable, Sequence
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ce_jax import _validate
 from ce_jax.models import dense as _dense
+
 
 __all__ = ['BACKENDS', 'IMPLEMENTATIONS', 'available_backends', 'empirical_ntk_fn',
            'ensemble_ntk_fn', 'ntk_diagonal_fn', 'ensemble_ntk_diagonal_fn',
@@ -241,7 +243,6 @@ def check_structured_params(model, params, input_dim: int, stacked: bool = False
 
 def _flax_module(apply_fn):
   """The Flax module whose bound ``apply`` is ``apply_fn``, else None."""
-  import flax.linen as nn  # pylint: disable=import-outside-toplevel
   module = getattr(apply_fn, '__self__', None)
   if isinstance(module, nn.Module) and getattr(apply_fn, '__name__', '') == 'apply':
     return module

@@ -36,8 +36,13 @@ from typing import Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 
 from ce_jax import _validate
+from ce_jax.models import dense
+from ce_jax.models.bottleneck import NTKBottleneck
+from ce_jax.theory import ntk
+
 
 SampleFn = Callable[[jax.Array], jax.Array]
 Progress = Optional[Callable[[int, int], None]]
@@ -169,7 +174,6 @@ def _gather(x) -> np.ndarray:
   """A (possibly multi-process) global array as one numpy array on every process."""
   if getattr(x, 'is_fully_addressable', True):
     return np.asarray(x)
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
@@ -399,8 +403,6 @@ def dense_ntk_sampler(widths, x1, x2=None, *, m: int = 1, num_outputs: int = 1,
   ``k``). ``backend``: as :func:`ce_jax.theory.ntk.empirical_ntk_fn` (``'auto'`` = the closed-form
   ``'structured'`` path for these models).
   """
-  from ce_jax.theory import ntk  # pylint: disable=g-import-not-at-top
-  from ce_jax.models import dense  # pylint: disable=g-import-not-at-top
   widths = _validate.int_list('widths', widths)
   m = _validate.positive_int('m', m)
   x1, x2 = _validate.input_pair(x1, x2)
@@ -445,8 +447,6 @@ def dense_diag_sampler(widths, x, *, backend: str = 'auto',
   layer the entry's distribution depends on ``x_i`` only through ``|x_i|``, and
   ``E[K^2]/E[K]^2`` not at all.
   """
-  from ce_jax.theory import ntk  # pylint: disable=g-import-not-at-top
-  from ce_jax.models import dense  # pylint: disable=g-import-not-at-top
   widths = _validate.int_list('widths', widths)
   _validate.finite_array('x', x, ndim=2)
   module = dense.DenseMember(widths, 1, param_dtype)
@@ -466,7 +466,6 @@ def bottleneck_diag_sampler(width: int, x, *, cardinality: int = 1, in_channels:
   ``x``: ``(N, H, W, in_channels)``; the entry is for output channel 0 at the centre pixel,
   which sees only the centre 3x3 window of ``x`` (so ``H = W = 3`` loses nothing).
   """
-  from ce_jax.models.bottleneck import NTKBottleneck  # pylint: disable=g-import-not-at-top
   module = NTKBottleneck(cardinality, width, in_channels, out_channels, readout='center',
                          param_dtype=param_dtype)
   _validate.finite_array('x', x, ndim=4)

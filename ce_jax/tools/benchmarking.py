@@ -10,16 +10,18 @@ from __future__ import annotations
 import os
 import platform
 
+import flax
 import jax
 import numpy as np
+
+from ce_jax.models import resnext
+from ce_jax.models.native import onednn
 
 
 def versions(torch=None) -> dict:
   """Python, jax, flax, numpy (and torch, with its thread count) versions and the JAX backend."""
-  import flax  # pylint: disable=g-import-not-at-top
   out = {'python': platform.python_version(), 'jax': jax.__version__, 'flax': flax.__version__,
          'numpy': np.__version__, 'backend': jax.default_backend()}
-  from ce_jax.models.native import onednn  # pylint: disable=g-import-not-at-top
   st = onednn.status()
   out['ce_jax_onednn'] = st['onednn_version'] if st['available'] else f'unavailable: {st["error"]}'
   if torch is not None:
@@ -61,7 +63,6 @@ def torch_resnext(torch, name: str, cardinality: int, base_width: int, num_class
   the ``'cifar'`` 3x3 stem or the ``'imagenet'`` 7x7/2 stem with a 3x3/2 max pool); weights
   from :func:`torch_state_from_flax` make its outputs those of the flax model.
   """
-  from ce_jax.models import resnext  # pylint: disable=g-import-not-at-top
   tnn = torch.nn
   sizes, outputs, stem = resnext.ARCHITECTURES[name]
   outputs = tuple(stage_outputs or outputs)

@@ -38,8 +38,13 @@ import traceback
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
+from absl import app
+from absl import flags
+from absl import logging as absl_logging
 
+from ce_jax import _optional
 from ce_jax.tools import guards
+
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -252,7 +257,6 @@ def configure_logging(verbosity: int = 0) -> None:
   loggers = [pylogging.getLogger(n) for n in _NOISY_LOGGERS]
   handlers = list(pylogging.getLogger().handlers)
   try:
-    from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
     handlers.append(absl_logging.get_absl_handler())
   except Exception:  # pylint: disable=broad-except
     pass
@@ -273,7 +277,6 @@ check_output_file = guards.check_output_file
 
 def output_flags(flag_values=None) -> tuple[list[str], list[str]]:
   """Names of the defined string flags that hold output files and output directories."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
   fv = flags.FLAGS if flag_values is None else flag_values
   files, dirs = [], []
   for name in sorted(fv):
@@ -300,7 +303,6 @@ def check_outputs(files: Iterable[str] | None = None, dirs: Iterable[str] | None
     ``{flag name: absolute path}`` of the outputs given. Two outputs naming the same file are
     refused (one would overwrite the other).
   """
-  from absl import flags  # pylint: disable=g-import-not-at-top
   fv = flags.FLAGS if flag_values is None else flag_values
   auto_files, auto_dirs = output_flags(fv)
   files = auto_files if files is None else list(files)
@@ -359,7 +361,6 @@ def _unknown_config_key(fv, argv, error: BaseException) -> str | None:
       source = next((a.split('=', 1)[1] for a in argv[1:] if a.startswith(f'--{name}=')), None)
       if source and not hint:
         try:
-          from absl import flags  # pylint: disable=g-import-not-at-top
           from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
           probe = flags.FlagValues()
           config_flags.DEFINE_config_file(name, None, '', flag_values=probe)
@@ -413,10 +414,8 @@ def _check_config_values(fv) -> None:
 def parse_flags(argv: Sequence[str]) -> list[str]:
   """``flags.FLAGS(argv)`` with every error (bad value, unknown flag, config file) as a usage
   error: one line, exit code 2. Returns the remaining arguments (program name first)."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
   fv = flags.FLAGS
   argv = list(argv)
-  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
   logger = absl_logging.get_absl_logger()
   level = logger.level
   logger.setLevel(pylogging.ERROR)  # config loaders warn before the error we report
@@ -464,10 +463,7 @@ def run_main(main: Callable[[list[str]], Any], *, check_output_paths: bool = Tru
   output-path flag (:func:`check_outputs`) before ``main`` runs. ``allow_args``: positional
   arguments reach ``main``; by default they are a usage error.
   """
-  from absl import app  # pylint: disable=g-import-not-at-top
-  from absl import flags  # pylint: disable=g-import-not-at-top
 
-  from ce_jax import _optional  # pylint: disable=g-import-not-at-top
 
   quiet_native_logs()
   if _argv_verbosity(sys.argv) < 1:

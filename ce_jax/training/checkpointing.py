@@ -24,9 +24,11 @@ import os
 import shutil
 from typing import Any
 
+import jax
 from absl import logging
 
 from ce_jax.tools import guards
+
 
 __all__ = ['Checkpointer']
 
@@ -111,7 +113,6 @@ class Checkpointer:
       ValueError: the checkpoint is readable but holds another structure (another model or
         optimizer): the checkpoints are left alone.
     """
-    import jax
     import orbax.checkpoint as ocp
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
     moved = False
@@ -144,7 +145,6 @@ class Checkpointer:
     return None
 
   def _move_aside(self, step: int) -> None:
-    import jax
     if jax.process_index() == 0:
       src = os.path.join(self.directory, str(step))
       dst_dir = os.path.join(os.path.dirname(self.directory), 'checkpoints_corrupt')
@@ -183,7 +183,6 @@ class Checkpointer:
 
 def _shape_mismatch(abstract: Any, restored: Any) -> str:
   """The first leaf whose restored shape differs from the target's (``''`` if none)."""
-  import jax
   want = jax.tree_util.tree_leaves_with_path(abstract)
   got = jax.tree_util.tree_leaves(restored)
   for (path, a), b in zip(want, got):

@@ -40,9 +40,12 @@ import functools
 import math
 from typing import Any, Iterator, NamedTuple
 
+import jax
 import numpy as np
 
 from ce_jax import _optional, _validate
+from ce_jax.tools import cli
+
 
 __all__ = ['DatasetInfo', 'DATASETS', 'get_info', 'steps_per_epoch', 'train_iterator',
            'eval_iterator', 'eval_steps', 'digits_arrays']
@@ -97,13 +100,11 @@ def _check_name(name: str) -> str:
   return _validate.choice('dataset', name, DATASETS)
 
 
-
 def _process_split(global_batch_size, process_count, process_index, local_device_count):
   """``(process_count, process_index, local_devices, per-process batch)``; defaults from jax.
 
   Raises if the global batch does not split evenly over all devices of all processes.
   """
-  import jax
   pc = jax.process_count() if process_count is None else process_count
   pi = jax.process_index() if process_index is None else process_index
   nd = jax.local_device_count() if local_device_count is None else local_device_count
@@ -206,7 +207,6 @@ def eval_steps(info: DatasetInfo, global_batch_size: int, process_count: int = 1
 
 def _tf():
   """Imports TensorFlow, hiding accelerators from it (they belong to JAX)."""
-  from ce_jax.tools import cli  # pylint: disable=g-import-not-at-top
   # In a binary's quiet default log, TensorFlow's device probing ('failed call to cuInit',
   # 'Could not find cuda drivers') is dropped from stderr.
   with cli.native_noise_filtered():
@@ -226,7 +226,6 @@ def _source(name: str, split: str, data_dir: str | None, *, sharded_split: bool 
     images, labels = digits_arrays()[split]
     ds = tf.data.Dataset.from_tensor_slices({'image': images, 'label': labels})
     if sharded_split:
-      import jax
       ds = ds.shard(jax.process_count(), jax.process_index())
     return ds
   tfds = _tfds()
