@@ -7,20 +7,8 @@
 * :mod:`presets`      the paper's members (dense, bottleneck) and three more families.
 """
 
-import importlib
+from ce_jax import _lazy
 
-MODULES = (
-    'member', 'accounting', 'blocks', 'solver', 'presets',
-)
-
+MODULES = ('member', 'accounting', 'blocks', 'solver', 'presets')
 __all__ = list(MODULES)
-
-
-def __getattr__(name):
-  if name in MODULES:
-    return importlib.import_module(f'{__name__}.{name}')
-  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
-
-
-def __dir__():
-  return sorted(list(globals()) + list(MODULES))
+__getattr__, __dir__ = _lazy.submodules(__name__, MODULES)

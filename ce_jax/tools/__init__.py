@@ -5,20 +5,8 @@
 * :mod:`benchmarking`   benchmark records: machine, versions, medians of interleaved rounds.
 """
 
-import importlib
+from ce_jax import _lazy
 
-MODULES = (
-    'cli', 'guards', 'benchmarking',
-)
-
+MODULES = ('cli', 'guards', 'benchmarking')
 __all__ = list(MODULES)
-
-
-def __getattr__(name):
-  if name in MODULES:
-    return importlib.import_module(f'{__name__}.{name}')
-  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
-
-
-def __dir__():
-  return sorted(list(globals()) + list(MODULES))
+__getattr__, __dir__ = _lazy.submodules(__name__, MODULES)
