@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -51,6 +52,27 @@ def int_list(name: str, values: Any, minimum: int = 1) -> tuple[int, ...]:
   if not values:
     raise ValueError(f'{name} must be a non-empty list of integers >= {minimum}, got []')
   return tuple(positive_int(f'{name}[{i}]', v, minimum) for i, v in enumerate(values))
+
+
+def design_list(name: str, text: str, parts: tuple[str, str] = ('m', 'n'), *,
+                allow_empty: bool = False, suffix: str = '') -> list[tuple[int, int]]:
+  """``'1x128,37x10'`` -> ``[(1, 128), (37, 10)]``: a comma list of ``AxB`` designs.
+
+  ``parts`` names A and B in the messages (e.g. ``('groups', 'width')``); an optional trailing
+  ``suffix`` on each item is accepted (``'d'``: ``37x10d``). One-line ``ValueError`` naming the
+  bad item; an empty list is refused unless ``allow_empty``.
+  """
+  form = f'{parts[0].upper()}x{parts[1].upper()}{suffix}'
+  out = []
+  for part in [p.strip() for p in str(text).split(',') if p.strip()]:
+    body = part.lower()[:-len(suffix)] if suffix and part.lower().endswith(suffix) else part.lower()
+    bits = body.split('x')
+    if len(bits) != 2 or not all(re.fullmatch(r'[+-]?\d+', b.strip()) for b in bits):
+      raise ValueError(f'{name} must be a comma list of {form} like 3x64{suffix}, got {part!r}')
+    out.append((positive_int(parts[0], int(bits[0])), positive_int(parts[1], int(bits[1]))))
+  if not out and not allow_empty:
+    raise ValueError(f'{name} must be a non-empty comma list of {form}, got {text!r}')
+  return out
 
 
 def positive_values(name: str, values: Any, minimum: float = 1) -> Any:

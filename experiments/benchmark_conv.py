@@ -52,24 +52,6 @@ flags.DEFINE_bool('quick', False, 'tiny settings for tests: designs 1x8,3x4,5x2,
 flags.DEFINE_string('json_out', None, 'write results as JSON here')
 
 
-def parse_designs(text: str) -> list[tuple[int, int]]:
-  """``'1x128,3x64'`` -> ``[(1, 128), (3, 64)]`` (one-line ValueError otherwise)."""
-  out = []
-  for part in [p.strip() for p in text.split(',') if p.strip()]:
-    bits = part.lower().split('x')
-    if len(bits) != 2:
-      raise ValueError(f'designs must be a comma list of GROUPSxWIDTH like 3x64, got {part!r}')
-    try:
-      g, w = int(bits[0]), int(bits[1])
-    except ValueError:
-      raise ValueError(f'designs must be a comma list of GROUPSxWIDTH like 3x64, got {part!r}') \
-          from None
-    out.append((_validate.positive_int('groups', g), _validate.positive_int('width', w)))
-  if not out:
-    raise ValueError(f'designs must be a non-empty comma list of GROUPSxWIDTH, got {text!r}')
-  return out
-
-
 def timed(fn) -> float:
   t0 = time.perf_counter()
   jax.block_until_ready(fn())
@@ -191,7 +173,7 @@ def run(designs, batch, size, reps, stock_once_groups, use_torch, log=print,
 def main(argv):
   del argv  # positional arguments are refused by cli.run_main
   # Every flag is checked, also those --quick replaces.
-  designs = parse_designs(FLAGS.designs)
+  designs = _validate.design_list('designs', FLAGS.designs, ('groups', 'width'))
   batch = _validate.positive_int('batch', FLAGS.batch)
   size = _validate.positive_int('size', FLAGS.size, minimum=3)
   reps = _validate.positive_int('reps', FLAGS.reps)

@@ -63,20 +63,6 @@ flags.DEFINE_bool('quick', False, 'tiny settings for tests: dense m 2, widths 4,
 flags.DEFINE_string('json_out', None, 'write results as JSON here')
 
 
-def parse_blocks(text: str) -> list[tuple[int, int]]:
-  """``'8x4,32x4'`` -> ``[(8, 4), (32, 4)]`` (one-line ValueError otherwise; ``''`` -> [])."""
-  out = []
-  for part in [p.strip() for p in text.split(',') if p.strip()]:
-    bits = part.lower().split('x')
-    try:
-      m, n = (int(b) for b in bits)
-    except ValueError:
-      raise ValueError(f'blocks must be a comma list of PATHSxWIDTH like 8x4, got {part!r}') \
-          from None
-    out.append((_validate.positive_int('paths', m), _validate.positive_int('width', n)))
-  return out
-
-
 # ---------------------------------------------------------------------------------------------
 # Models.
 
@@ -249,7 +235,7 @@ def main(argv):
   widths = _validate.int_list('dense_widths', FLAGS.dense_widths)
   n_in = _validate.positive_int('dense_input', FLAGS.dense_input)
   d_batch = _validate.positive_int('dense_batch', FLAGS.dense_batch)
-  blocks = parse_blocks(FLAGS.blocks)
+  blocks = _validate.design_list('blocks', FLAGS.blocks, ('paths', 'width'), allow_empty=True)
   channels = _validate.positive_int('block_channels', FLAGS.block_channels)
   b_batch = _validate.positive_int('block_batch', FLAGS.block_batch)
   size = _validate.positive_int('block_size', FLAGS.block_size, minimum=3)

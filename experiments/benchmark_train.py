@@ -66,23 +66,6 @@ flags.DEFINE_string('json_out', None, 'write results as JSON here')
 NUM_CLASSES = 10
 
 
-def parse_models(text: str) -> list[tuple[int, int]]:
-  """``'1x128d,37x10d'`` -> ``[(1, 128), (37, 10)]`` (one-line ValueError otherwise)."""
-  out = []
-  for part in [p.strip() for p in text.split(',') if p.strip()]:
-    bits = part.lower().rstrip('d').split('x')
-    try:
-      c, w = int(bits[0]), int(bits[1])
-      if len(bits) != 2:
-        raise ValueError
-    except (ValueError, IndexError):
-      raise ValueError(f'models must be a comma list like 37x10d, got {part!r}') from None
-    out.append((_validate.positive_int('cardinality', c), _validate.positive_int('base_width', w)))
-  if not out:
-    raise ValueError(f'models must be a non-empty comma list like 37x10d, got {text!r}')
-  return out
-
-
 def jax_models(cardinality, base_width, stage_outputs, stem_channels):
   sizes, _, _ = resnext.ARCHITECTURES['resnext29']
   kw = dict(stage_sizes=sizes, stage_outputs=stage_outputs, cardinality=cardinality,
@@ -232,7 +215,7 @@ def run_benchmark(models, batch, size, reps, stage_outputs, stem_channels, use_t
 def main(argv):
   del argv  # positional arguments are refused by cli.run_main
   # Every flag is checked, also those --quick replaces.
-  models = parse_models(FLAGS.models)
+  models = _validate.design_list('models', FLAGS.models, ('cardinality', 'base_width'), suffix='d')
   batch = _validate.positive_int('batch', FLAGS.batch)
   size = _validate.positive_int('size', FLAGS.size, minimum=4)
   reps = _validate.positive_int('reps', FLAGS.reps)
