@@ -405,6 +405,16 @@ def _ntk_promote(*arrays, dtype=None):
   return tuple(None if a is None else jnp.asarray(a, dt) for a in arrays)
 
 
+def _scale_and_bias(y, scale, bias, m: int, features: int, last: bool):
+  """``scale * y + bias`` of an m-fold layer; the last layer sums the members' biases."""
+  if scale is not None:
+    y = scale * y
+  if bias is not None:
+    b = jnp.sum(bias.reshape(m, features), axis=0) if last else bias
+    y = y + b.reshape((1,) * (y.ndim - 1) + (-1,))
+  return y
+
+
 def _dense(mod, x, call: _Call, m: int, shared: bool, last: bool):
   """m-fold ``nn.Dense`` / ``NTKDense`` on a shared or concatenated input."""
   n_in, n_out = call.in_shape[-1], mod.features
@@ -436,12 +446,7 @@ def _dense(mod, x, call: _Call, m: int, shared: bool, last: bool):
   else:                          # sum_j x_j W_j: one matmul with (m*i, o)
     y = lax.dot_general(x, kernel.reshape(m * n_in, n_out), (((x.ndim - 1,), (0,)), ((), ())),
                         precision=precision)
-  if scale is not None:
-    y = scale * y
-  if bias is not None:
-    b = jnp.sum(bias.reshape(m, n_out), axis=0) if last else bias
-    y = y + b.reshape((1,) * (y.ndim - 1) + (-1,))
-  return y
+  return _scale_and_bias(y, scale, bias, m, n_out, last)
 
 
 def _conv(mod, x, call: _Call, m: int, shared: bool, last: bool, conv_impl: str | None):
@@ -496,12 +501,7 @@ def _conv(mod, x, call: _Call, m: int, shared: bool, last: bool, conv_impl: str 
   y = layer.apply({'params': {'kernel': w}}, x)
   if last and g > 1:
     y = jnp.sum(y.reshape(y.shape[:-1] + (m, features)), axis=-2)
-  if scale is not None:
-    y = scale * y
-  if bias is not None:
-    b = jnp.sum(bias.reshape(m, features), axis=0) if last else bias
-    y = y + b.reshape((1,) * (y.ndim - 1) + (-1,))
-  return y
+  return _scale_and_bias(y, scale, bias, m, features, last)
 
 
 # ---------------------------------------------------------------------------------------------

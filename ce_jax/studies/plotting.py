@@ -22,6 +22,16 @@ def _pyplot():
   return plt
 
 
+def _members_axis(ax, n, m, label: str, legend_loc: str) -> None:
+  """m(n) on a twin log axis behind ``ax`` (whose legend stays on top)."""
+  twin = ax.twinx()
+  twin.loglog(n, m, color='C1', alpha=0.6)
+  twin.set_ylabel(label, color='C1')
+  ax.set_zorder(twin.get_zorder() + 1)
+  ax.patch.set_visible(False)
+  ax.legend(loc=legend_loc, fontsize=8)
+
+
 def plot_search(r, path: str) -> None:
   """Fig. 3: (a) the primal objective and m_p(n), (b) the dual efficiency and m_d(n), optima marked.
 
@@ -42,12 +52,7 @@ def plot_search(r, path: str) -> None:
                  f'{iv[0]}..{iv[1]}, m {d.m_interval[0]}..{d.m_interval[1]}')
   ax1.set_xlabel('width n')
   ax1.set_ylabel('primal objective (Var / C)')
-  t1 = ax1.twinx()
-  t1.loglog(c.n, c.primal_m, color='C1', alpha=0.6)
-  t1.set_ylabel('m_p(n)', color='C1')
-  ax1.set_zorder(t1.get_zorder() + 1)
-  ax1.patch.set_visible(False)
-  ax1.legend(loc='upper right', fontsize=8)
+  _members_axis(ax1, c.n, c.primal_m, 'm_p(n)', 'upper right')
   ax1.set_title('(a) primal: same budget, minimal variance')
   ax2.semilogx(c.n, c.dual_rho, color='C0', label='rho(m_d(n), n)')
   i = list(c.n).index(r.dual.n)
@@ -55,12 +60,7 @@ def plot_search(r, path: str) -> None:
            label=f'dual optimum n={r.dual.n}, m={r.dual.m:.1f}, rho={c.dual_rho[i]:.2f}')
   ax2.set_xlabel('width n')
   ax2.set_ylabel(f'efficiency rho ({r.efficiency})')
-  t2 = ax2.twinx()
-  t2.loglog(c.n, c.dual_m, color='C1', alpha=0.6)
-  t2.set_ylabel('m_d(n)', color='C1')
-  ax2.set_zorder(t2.get_zorder() + 1)
-  ax2.patch.set_visible(False)
-  ax2.legend(loc='lower center', fontsize=8)
+  _members_axis(ax2, c.n, c.dual_m, 'm_d(n)', 'lower center')
   ax2.set_title('(b) dual: same variance, maximal efficiency')
   fig.suptitle(f'{r.baseline.name} {r.baseline.label}, alpha={r.alpha:.3g}')
   fig.tight_layout()
