@@ -155,6 +155,39 @@ def test_choose_impl_prefers_onednn_on_cpu_float32():
   assert layers.choose_impl(4, 'gpu') == 'stock'
 
 
+@pytest.mark.parametrize('strides', [(1, 1), (2, 2)])
+@pytest.mark.parametrize('combined', [True, False])
+def test_flop_rules_of_the_custom_calls(monkeypatch, strides, combined):
+  """onednn registers a rule per custom call; accounting has no knowledge of them."""
+  for target in onednn.TARGETS:
+    kind, rule = accounting.flop_rule('ffi_call', target)
+    assert kind == 'conv' and rule is onednn._FLOP_RULES[target]  # pylint: disable=protected-access
+  monkeypatch.setattr(onednn, 'COMBINED_BACKWARD', combined)
+  x, w, pad = jnp.ones((2, 8, 8, 8)), jnp.ones((3, 3, 2, 12)), ((1, 1), (1, 1))
+
+  def ours(x, w):
+    return jnp.sum(onednn.conv(x, w, strides, pad, 4))
+
+  def ref(x, w):
+    return jnp.sum(lax.conv_general_dilated(x, w, strides, pad, dimension_numbers=DN[2],
+                                            feature_group_count=4))
+
+  def flops(f):
+    return accounting.jaxpr_flops(jax.make_jaxpr(f)(x, w))
+
+  out = 2 * 8 * 8 // (strides[0] * strides[1]) * 12    # output elements
+  fwd = 2 * out * 3 * 3 * 2                              # 2 FLOPs x (3 x 3 x 8/4) taps each
+  assert flops(ours) == flops(ref) == accounting.FlopCount(fwd, fwd, 0, {'': fwd})
+  grad_ours = flops(jax.grad(ours, argnums=(0, 1)))
+  grad_ref = flops(jax.grad(ref, argnums=(0, 1)))
+  # Forward + input gradient + kernel gradient: three times the multiply-adds.
+  assert grad_ours.conv == grad_ours.total == 3 * fwd
+  if strides == (1, 1):   # XLA's transposed convolutions count the same; strided, they count
+    assert grad_ref.conv == grad_ours.conv   # the zeros of the dilated cotangent too
+  else:
+    assert grad_ref.conv > grad_ours.conv
+
+
 @pytest.mark.parametrize('groups,stride,padding', [(1, 1, 'SAME'), (3, 2, ((2, 0), (1, 1))),
                                                    (10, 1, 'VALID'), (37, 2, 'SAME')])
 def test_grouped_conv_onednn_equals_flax_conv(groups, stride, padding):

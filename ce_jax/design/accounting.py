@@ -6,14 +6,17 @@ of tracing):
 * :func:`count_params` runs ``jax.eval_shape(module.init, ...)`` and counts the ``params``
   collection (``batch_stats`` and other collections are reported separately).
 * :func:`count_flops` traces ``module.apply`` with ``jax.make_jaxpr`` on abstract inputs and
-  sums, over every ``conv_general_dilated``, ``dot_general`` and :mod:`ce_jax.models.native.onednn`
-  convolution (an ``ffi_call``) in the jaxpr (sub-jaxprs included), 2 FLOPs per multiply-add::
+  sums, over the equations of the jaxpr (sub-jaxprs included) that have a FLOP rule, 2 FLOPs per
+  multiply-add. The built-in rules::
 
-      conv:  2 * prod(out.shape) * prod(kernel.shape) / out_features   (kernel (kh, kw, in/G, out))
-      dot:   2 * prod(out.shape) * prod(contracted lhs dims)
+      conv_general_dilated:  2 * prod(out.shape) * prod(kernel.shape) / out_features
+                             (kernel (kh, kw, in/G, out))
+      dot_general:           2 * prod(out.shape) * prod(contracted lhs dims)
 
-  Elementwise work (BatchNorm, ReLU, adds, pooling) is not counted, as is customary.
-  FLOPs are for the inputs given: pass a batch of 1 for per-example FLOPs.
+  Other primitives and custom calls register theirs with :func:`register_flop_rule` (the
+  oneDNN convolutions of :mod:`ce_jax.models.native.onednn` do, when that module is imported).
+  Elementwise work (BatchNorm, ReLU, adds, pooling) has no rule and is not counted, as is
+  customary. FLOPs are for the inputs given: pass a batch of 1 for per-example FLOPs.
 
 Closed forms (checked against the module-derived counts in ``tests/core/test_accounting.py``):
 
@@ -32,7 +35,7 @@ Closed forms (checked against the module-derived counts in ``tests/core/test_acc
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import numpy as np
@@ -118,34 +121,93 @@ def _sub_jaxprs(eqn):
         yield v.jaxpr
 
 
+# --------------------------------------------------------------------------------------------
+# FLOP rules: (primitive name, custom-call target or None) -> (kind, rule).
+
+FLOP_KINDS = ('conv', 'dense')
+FlopRule = Callable[[Any], int]   # a jaxpr equation -> its FLOPs (2 per multiply-add)
+_FLOP_RULES: dict[tuple[str, str | None], tuple[str, FlopRule]] = {}
+
+
+def _eqn_target(eqn) -> str | None:
+  """The call target of a custom-call equation (``ffi_call``'s ``target_name``), else None."""
+  target = eqn.params.get('target_name')
+  return target if isinstance(target, str) else None
+
+
+def register_flop_rule(primitive: str, rule: FlopRule, *, target: str | None = None,
+                       kind: str = 'conv') -> None:
+  """Makes :func:`count_flops` / :func:`jaxpr_flops` count the equations of ``primitive``.
+
+  Args:
+    primitive: the jaxpr primitive's name (``eqn.primitive.name``), e.g. ``'ffi_call'``.
+    rule: ``rule(eqn) -> int``, the FLOPs (2 per multiply-add) of one execution of the
+      equation, from its avals (``eqn.invars[i].aval.shape``, ``eqn.outvars``) and ``params``.
+    target: for custom calls, the call target (the equation's ``target_name`` parameter, e.g.
+      ``'ce_onednn_conv_fwd'``): the rule counts only calls of that target. None: every equation
+      of ``primitive`` without a rule for its own target.
+    kind: which total of :class:`FlopCount` the FLOPs add to, ``'conv'`` or ``'dense'``.
+
+  Registering the same ``(primitive, target)`` again replaces the rule.
+
+  Raises:
+    ValueError: an empty primitive or target, a rule that is not callable, an unknown kind.
+  """
+  if not isinstance(primitive, str) or not primitive:
+    raise ValueError(f'primitive must be a primitive name (a non-empty string), got {primitive!r}')
+  if target is not None and (not isinstance(target, str) or not target):
+    raise ValueError(f'target must be None or a custom-call target name, got {target!r}')
+  if not callable(rule):
+    raise ValueError(f'rule must be a callable eqn -> FLOPs, got {type(rule).__name__}')
+  _validate.choice('kind', kind, FLOP_KINDS)
+  _FLOP_RULES[(primitive, target)] = (kind, rule)
+
+
+def flop_rule(primitive: str, target: str | None = None) -> tuple[str, FlopRule] | None:
+  """The ``(kind, rule)`` registered for ``(primitive, target)``, or None."""
+  return _FLOP_RULES.get((primitive, target))
+
+
+def _rule_for(eqn) -> tuple[str, FlopRule] | None:
+  name = eqn.primitive.name
+  target = _eqn_target(eqn)
+  found = _FLOP_RULES.get((name, target)) if target is not None else None
+  return found or _FLOP_RULES.get((name, None))
+
+
+def _conv_flops(e) -> int:
+  out = e.outvars[0].aval.shape
+  rhs = e.invars[1].aval.shape
+  out_feat = rhs[e.params['dimension_numbers'].rhs_spec[0]]
+  return 2 * _size(out) * (_size(rhs) // out_feat)
+
+
+def _dot_flops(e) -> int:
+  (lc, _), _ = e.params['dimension_numbers']
+  lhs = e.invars[0].aval.shape
+  return 2 * _size(e.outvars[0].aval.shape) * _size([lhs[i] for i in lc])
+
+
+register_flop_rule('conv_general_dilated', _conv_flops, kind='conv')
+register_flop_rule('dot_general', _dot_flops, kind='dense')
+
+
 def jaxpr_flops(jaxpr) -> FlopCount:
-  """FLOPs of conv_general_dilated / dot_general equations of a (closed) jaxpr, recursively."""
-  totals = {'conv': 0, 'dense': 0}
+  """FLOPs of the equations of a (closed) jaxpr that have a FLOP rule, recursively.
+
+  See :func:`register_flop_rule`; equations inside ``scan`` count ``length`` times.
+  """
+  totals = {k: 0 for k in FLOP_KINDS}
   by_scope = defaultdict(int)
 
   def walk(jx, mult=1, prefix=''):
     for e in jx.eqns:
       name = e.primitive.name
       stack = (prefix + str(e.source_info.name_stack)).rstrip('/')   # '' inside custom VJPs
-      f = 0
-      if name == 'conv_general_dilated':
-        out = e.outvars[0].aval.shape
-        rhs = e.invars[1].aval.shape
-        out_feat = rhs[e.params['dimension_numbers'].rhs_spec[0]]
-        f = 2 * _size(out) * (_size(rhs) // out_feat)
-        totals['conv'] += f * mult
-      elif name == 'ffi_call' and e.params.get('target_name') == 'ce_onednn_conv_fwd':
-        # ce_jax.models.native.onednn's convolution: x (N, *S, C), w (*K, C/G, O) -> (N, *So, O).
-        out = e.outvars[0].aval.shape
-        rhs = e.invars[1].aval.shape
-        f = 2 * _size(out) * (_size(rhs) // rhs[-1])
-        totals['conv'] += f * mult
-      elif name == 'dot_general':
-        (lc, _), _ = e.params['dimension_numbers']
-        lhs = e.invars[0].aval.shape
-        f = 2 * _size(e.outvars[0].aval.shape) * _size([lhs[i] for i in lc])
-        totals['dense'] += f * mult
+      found = _rule_for(e)
+      f = int(found[1](e)) if found else 0
       if f:
+        totals[found[0]] += f * mult
         # Drop the top-level module's class name: 'ResNeXt/stage1_block1/conv2' -> 'stage1_...'.
         by_scope[stack.split('/', 1)[1] if '/' in stack else stack] += f * mult
       inner = mult * (e.params.get('length', 1) if name == 'scan' else 1)

@@ -7,12 +7,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax import lax
 
 from ce_jax.design import accounting, blocks
 from ce_jax.models import registry, resnext
 
 # The paper's parameter columns, millions: (model, C, d, classes, M params).
-SPEC_TABLE = [
+PAPER_TABLE = [
     ('resnext29', 1, 128, 10, 13.78), ('resnext29', 3, 64, 10, 13.35),
     ('resnext29', 37, 10, 10, 13.74), ('resnext29', 10, 10, 10, 4.22),
     ('resnext29', 44, 8, 10, 12.71), ('resnext29', 60, 6, 10, 12.57),
@@ -30,14 +31,14 @@ def _x(size, batch=1):
   return jax.ShapeDtypeStruct((batch, size, size, 3), jnp.float32)
 
 
-def test_spec_table_closed_form_to_0_01m():
-  for name, c, d, k, expected in SPEC_TABLE:
+def test_paper_table_closed_form_to_0_01m():
+  for name, c, d, k, expected in PAPER_TABLE:
     got = accounting.resnext_params(name, c, d, k) / 1e6
     assert abs(got - expected) <= 0.0051, (name, c, d, k, got, expected)
 
 
-@pytest.mark.parametrize('name, c, d, k, expected', SPEC_TABLE[::3] + [SPEC_TABLE[-2]])
-def test_spec_table_module_eval_shape(name, c, d, k, expected):
+@pytest.mark.parametrize('name, c, d, k, expected', PAPER_TABLE[::3] + [PAPER_TABLE[-2]])
+def test_paper_table_module_eval_shape(name, c, d, k, expected):
   model = registry.get(name, cardinality=c, base_width=d, num_classes=k)
   size = accounting.default_image_size(name)
   pc = accounting.count_params(model, _x(size), train=False)
@@ -160,3 +161,52 @@ def test_resnext_cost_is_affine_in_cardinality():
   assert np.all(np.diff(p, 2) == 0)
   assert [int(q) for q in p] == [accounting.resnext_params('resnext29', int(m), 10, 10)
                                  for m in ms]
+
+
+def test_flop_rule_registry():
+  """count_flops counts what has a rule: the built-in conv / dot rules, and any primitive or
+  custom-call target registered with register_flop_rule (replaced by a second registration)."""
+  assert accounting.flop_rule('conv_general_dilated')[0] == 'conv'
+  assert accounting.flop_rule('dot_general')[0] == 'dense'
+  assert accounting.flop_rule('ffi_call', 'ce_test_no_such_target') is None
+  out = jax.ShapeDtypeStruct((4, 3), jnp.float32)
+
+  class Calls(nn.Module):   # a matmul-like custom call and an unregistered one, named scopes
+    @nn.compact
+    def __call__(self, x):
+      y = jax.ffi.ffi_call('ce_test_matmul', out)(x)
+      z = jax.ffi.ffi_call('ce_test_unregistered', out)(x)
+      return nn.Dense(2, name='head')(y + z)
+
+  x = jnp.zeros((4, 5))
+  dense = 2 * 4 * 3 * 2
+  before = accounting.count_flops(Calls(), x)
+  assert before == accounting.FlopCount(dense, 0, dense, {'head': dense})   # no rule: not counted
+
+  def matmul(e):   # (4, 5) -> (4, 3): 2 FLOPs per multiply-add, 5 per output
+    return 2 * int(np.prod(e.outvars[0].aval.shape)) * e.invars[0].aval.shape[-1]
+
+  accounting.register_flop_rule('ffi_call', matmul, target='ce_test_matmul', kind='dense')
+  assert accounting.flop_rule('ffi_call', 'ce_test_matmul') == ('dense', matmul)
+  fc = accounting.count_flops(Calls(), x)
+  assert fc == accounting.FlopCount(dense + 120, 0, dense + 120, {'head': dense, 'Calls': 120})
+  # Inside a scan the rule counts once per iteration; a new registration replaces the old one.
+  accounting.register_flop_rule('ffi_call', lambda e: 7, target='ce_test_matmul', kind='conv')
+  jaxpr = jax.make_jaxpr(lambda x: lax.scan(
+      lambda c, _: (c, jax.ffi.ffi_call('ce_test_matmul', out)(c)), x, None, length=6))(x)
+  assert accounting.jaxpr_flops(jaxpr) == accounting.FlopCount(42, 42, 0, {'': 42})
+  # The oneDNN module registers its custom calls itself (accounting does not know them).
+  from ce_jax.models.native import onednn
+  for target in onednn.TARGETS:
+    assert accounting.flop_rule('ffi_call', target)[0] == 'conv'
+
+
+@pytest.mark.parametrize('args, kwargs, match', [
+    (('', len), {}, "primitive must be a primitive name .*got ''"),
+    (('ffi_call', len), {'target': ''}, "target must be None or a custom-call target name, got ''"),
+    (('ffi_call', 3), {}, 'rule must be a callable eqn -> FLOPs, got int'),
+    (('ffi_call', len), {'kind': 'sparse'}, "kind must be one of conv, dense; got 'sparse'"),
+])
+def test_register_flop_rule_rejects_bad_input(args, kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    accounting.register_flop_rule(*args, **kwargs)

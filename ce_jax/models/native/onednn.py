@@ -21,6 +21,9 @@ Environment:
   CXX                    the C++ compiler (default: g++, then c++, then ``python -m ziglang c++``
                          from the ``cxx`` extra; zig's first build takes ~90 s).
 
+FLOPs: importing this module registers :mod:`ce_jax.design.accounting` rules for its custom
+calls, so ``count_flops`` counts them like the convolutions they replace.
+
 Threads: oneDNN runs its own OpenMP team (``OMP_NUM_THREADS``, default all cores). Calls are
 serialized inside the library, so XLA running two convolutions at once does not oversubscribe.
 
@@ -47,6 +50,8 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from ce_jax.design import accounting
 
 SOURCE = pathlib.Path(__file__).parent / 'csrc' / 'onednn_conv.cc'
 TARGETS = {
@@ -298,6 +303,33 @@ def conv_backward(x, w, dy, strides, padding, groups: int):
   outs = (jax.ShapeDtypeStruct(x.shape, jnp.float32), jax.ShapeDtypeStruct(w.shape, jnp.float32))
   return jax.ffi.ffi_call('ce_onednn_conv_bwd', outs, vmap_method='sequential')(
       x, w, dy, **_attrs(strides, padding, groups))
+
+
+def _size(shape) -> int:
+  return int(np.prod(shape, dtype=np.int64))
+
+
+def _taps(w_shape) -> int:
+  """Multiply-adds per output element: ``prod(*K, C/G)`` of a kernel ``(*K, C/G, O)``."""
+  return _size(w_shape) // w_shape[-1]
+
+
+# FLOPs (2 per multiply-add) of each custom call, as ``count_flops`` counts the convolution it
+# replaces: the forward pass and each gradient do the same multiply-adds, one per kernel tap and
+# output element.
+_FLOP_RULES = {
+    'ce_onednn_conv_fwd':         # (x, w) -> y
+        lambda e: 2 * _size(e.outvars[0].aval.shape) * _taps(e.invars[1].aval.shape),
+    'ce_onednn_conv_bwd_data':    # (dy, w) -> dx
+        lambda e: 2 * _size(e.invars[0].aval.shape) * _taps(e.invars[1].aval.shape),
+    'ce_onednn_conv_bwd_weights':  # (x, dy) -> dw
+        lambda e: 2 * _size(e.invars[1].aval.shape) * _taps(e.outvars[0].aval.shape),
+    'ce_onednn_conv_bwd':         # (x, w, dy) -> (dx, dw): both gradients
+        lambda e: 4 * _size(e.invars[2].aval.shape) * _taps(e.invars[1].aval.shape),
+}
+assert set(_FLOP_RULES) == set(TARGETS)
+for _target, _rule in _FLOP_RULES.items():
+  accounting.register_flop_rule('ffi_call', _rule, target=_target, kind='conv')
 
 
 COMBINED_BACKWARD = True   # False: two calls (backward data, backward weights); for A/B only
