@@ -5,6 +5,7 @@ import glob
 import json
 import math
 import os
+import re
 import sys
 
 import flax.linen as nn
@@ -56,6 +57,38 @@ def test_invalid_config_values_are_one_line(key, value, match):
   with pytest.raises(ValueError, match=match) as e:
     train.validate_config(config, device_count=1)
   assert '\n' not in str(e.value)
+
+
+def test_default_sets_every_key_the_trainer_reads():
+  keys = set(default.get_config().keys())
+  assert set(train.CONFIG_KEYS) <= keys
+  source = open(train.__file__).read()
+  read = set(re.findall(r'(?<![\w.])config\.([a-z_][a-z0-9_]*)', source)) - {'to_dict', 'json'}
+  assert read and read <= set(train.CONFIG_KEYS), sorted(read - set(train.CONFIG_KEYS))
+  assert not re.search(r'config\.get\(|getattr\(config', source)  # no second default
+
+
+@pytest.mark.parametrize('key', ['momentum', 'seed', 'eval_batch_size', 'shuffle_buffer'])
+def test_a_missing_key_is_one_line_naming_it(key):
+  config = tiny_digits()
+  del config[key]
+  with pytest.raises(ValueError, match=rf"^config \(ConfigDict\) has no key '{key}': start "
+                                       r"from experiments/configs/default.py's get_config\(\)"):
+    train.validate_config(config, device_count=1)
+
+
+def test_helpers_name_the_keys_a_hand_built_config_lacks():
+  import ml_collections
+  bare = ml_collections.ConfigDict({'optimizer': 'sgd', 'learning_rate': 0.1})
+  with pytest.raises(ValueError, match="no keys 'momentum', 'nesterov', 'weight_decay'") as e:
+    train.create_optimizer(bare, optax.constant_schedule(0.1))
+  assert '\n' not in str(e.value)
+  with pytest.raises(ValueError, match="no keys 'lr_decay_epochs', 'lr_decay_factor'"):
+    train.create_learning_rate_fn(bare, 10)
+  with pytest.raises(ValueError, match=r"no keys 'dataset', 'data_dir', .* and \d+ more"):
+    train.validate_config(bare, device_count=1)
+  with pytest.raises(ValueError, match=r"config \(dict\) has no keys 'dataset'"):
+    train.validate_config({'dataset': 'digits'}, device_count=1)
 
 
 def test_batch_must_divide_over_devices():

@@ -4,6 +4,10 @@
     from experiments.configs import digits
     summary = train.train_and_evaluate(digits.get_config(), workdir='/tmp/run')
 
+* The config is an ``ml_collections.ConfigDict`` built from ``experiments/configs/default.py``'s
+  ``get_config()``, the one place with a default for each key the trainer reads
+  (:data:`CONFIG_KEYS`); the trainer reads every key directly, and a config without one of them
+  is refused in one line naming it (:func:`require_keys`, called by :func:`validate_config`).
 * ``train_step`` / ``eval_step`` are pure and run under ``jax.pmap(axis_name='batch')``;
   gradients, BatchNorm statistics and metrics are averaged with ``lax.pmean``.
 * Optimizers: SGD with momentum and (coupled, PyTorch-style) weight decay on every parameter,
@@ -73,7 +77,7 @@ from ce_jax.training import input_pipeline
 
 __all__ = ['TrainState', 'TrainingDivergedError', 'train_and_evaluate', 'create_model',
            'validate_config', 'create_learning_rate_fn', 'create_optimizer', 'train_step',
-           'eval_step', 'initialize_distributed', 'params_l2']
+           'eval_step', 'initialize_distributed', 'params_l2', 'require_keys', 'CONFIG_KEYS']
 
 DENSE_MODELS = ('dense', 'dense_ensemble')
 
@@ -110,12 +114,37 @@ class TrainingDivergedError(FloatingPointError):
 # Config, model, optimizer
 
 
-def _get(config, key, default=None):
-  try:
-    value = config.get(key, default) if hasattr(config, 'get') else getattr(config, key, default)
-  except AttributeError:
-    value = default
-  return default if value is None and default is not None else value
+# The keys each part of the trainer reads; ``experiments/configs/default.py`` sets every one
+# (its value there is the default; other configs start from it).
+MODEL_KEYS = ('model', 'model_kwargs', 'n', 'm', 'depth', 'search_json', 'search_design')
+SCHEDULE_KEYS = ('learning_rate', 'lr_decay_epochs', 'lr_decay_factor', 'warmup_epochs')
+OPTIMIZER_KEYS = ('optimizer', 'momentum', 'nesterov', 'weight_decay')
+CONFIG_KEYS = (
+    ('dataset', 'data_dir', 'sharding', 'shuffle_buffer', 'num_train_examples',
+     'num_test_examples', 'flatten_inputs') + MODEL_KEYS + SCHEDULE_KEYS + OPTIMIZER_KEYS +
+    ('batch_size', 'eval_batch_size', 'num_epochs', 'num_train_steps', 'eval_every_epochs',
+     'log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints', 'async_checkpointing',
+     'seed', 'overwrite', 'fail_on_no_progress', 'no_progress_window', 'chance_tolerance'))
+
+
+def require_keys(config, keys: tuple[str, ...] = CONFIG_KEYS) -> None:
+  """One-line ``ValueError`` naming the ``keys`` that ``config`` lacks (a config built by hand
+  instead of from ``experiments/configs/default.py``'s ``get_config()``)."""
+  missing = [k for k in keys if not hasattr(config, k)]
+  if not missing:
+    return
+  names = ', '.join(map(repr, missing[:6])) + (f' and {len(missing) - 6} more'
+                                               if len(missing) > 6 else '')
+  raise ValueError(f'config ({type(config).__name__}) has no key{"s" if len(missing) > 1 else ""} '
+                   f'{names}: start from experiments/configs/default.py\'s get_config(), which '
+                   f'sets every key the trainer reads')
+
+
+def _number(name: str, value: Any) -> float:
+  """``value`` as a float, or a one-line ``ValueError`` naming ``name``."""
+  if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+    raise ValueError(f'{name} must be a number, got {value!r}')
+  return float(value)
 
 
 def validate_config(config, device_count: int | None = None, check_model: bool = True) -> None:
@@ -126,43 +155,49 @@ def validate_config(config, device_count: int | None = None, check_model: bool =
   the model name (a module is passed to :func:`train_and_evaluate` directly).
   """
   from ce_jax.models import registry
+  require_keys(config)
   _validate.choice('dataset', config.dataset, input_pipeline.DATASETS)
   if not check_model:
     pass
-  elif not _get(config, 'search_json', ''):
+  elif not config.search_json:
     _validate.choice('model', config.model, registry.names())
   else:
-    _validate.choice('search_design', _get(config, 'search_design', 'primal'), ('primal', 'dual'))
+    _validate.choice('search_design', config.search_design, ('primal', 'dual'))
   _validate.choice('optimizer', config.optimizer, ('sgd', 'adam'))
   _validate.finite_positive('learning_rate', config.learning_rate)
-  wd = float(_get(config, 'weight_decay', 0.0))
+  wd = _number('weight_decay', config.weight_decay)
   if not math.isfinite(wd) or wd < 0:
     raise ValueError(f'weight_decay must be a finite number >= 0, got {wd!r}')
-  mom = float(_get(config, 'momentum', 0.0))
+  mom = _number('momentum', config.momentum)
   if not 0 <= mom < 1:
     raise ValueError(f'momentum must be in [0, 1), got {mom!r}')
-  factor = float(_get(config, 'lr_decay_factor', 0.1))
+  factor = _number('lr_decay_factor', config.lr_decay_factor)
   if not 0 < factor <= 1:
     raise ValueError(f'lr_decay_factor must be in (0, 1], got {factor!r}')
-  for e in _get(config, 'lr_decay_epochs', ()) or ():
+  if not isinstance(config.lr_decay_epochs, (list, tuple)):
+    raise ValueError(f'lr_decay_epochs must be a list of epochs (() for none), got '
+                     f'{config.lr_decay_epochs!r}')
+  for e in config.lr_decay_epochs:
     _validate.finite_positive('lr_decay_epochs[]', e)
+  warmup = _number('warmup_epochs', config.warmup_epochs)
+  if not math.isfinite(warmup) or warmup < 0:
+    raise ValueError(f'warmup_epochs must be a finite number >= 0, got {warmup!r}')
   batch = _validate.positive_int('batch_size', config.batch_size)
-  eval_batch = _validate.positive_int('eval_batch_size', _get(config, 'eval_batch_size', batch))
+  eval_batch = _validate.positive_int('eval_batch_size', config.eval_batch_size)
   _validate.positive_int('num_epochs', config.num_epochs)
-  steps = _get(config, 'num_train_steps', -1)
-  if steps is not None and int(steps) != -1:
-    _validate.positive_int('num_train_steps (or -1)', steps)
+  if config.num_train_steps != -1:
+    _validate.positive_int('num_train_steps (or -1)', config.num_train_steps)
   for key in ('log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints',
-              'eval_every_epochs'):
-    _validate.positive_int(key, _get(config, key, 1))
-  window = float(_get(config, 'no_progress_window', 0.2))
+              'eval_every_epochs', 'shuffle_buffer'):
+    _validate.positive_int(key, config[key])
+  window = _number('no_progress_window', config.no_progress_window)
   if not 0 < window <= 1:
     raise ValueError(f'no_progress_window must be in (0, 1], got {window!r}')
-  tol = float(_get(config, 'chance_tolerance', 0.02))
+  tol = _number('chance_tolerance', config.chance_tolerance)
   if not 0 <= tol < 1:
     raise ValueError(f'chance_tolerance must be in [0, 1), got {tol!r}')
-  _validate.positive_int('seed', _get(config, 'seed', 0), minimum=0)
-  _validate.choice('sharding', _get(config, 'sharding', 'global'), ('global', 'split'))
+  _validate.positive_int('seed', config.seed, minimum=0)
+  _validate.choice('sharding', config.sharding, ('global', 'split'))
   n_dev = jax.device_count() if device_count is None else device_count
   for name, b in (('batch_size', batch), ('eval_batch_size', eval_batch)):
     if b % n_dev:
@@ -175,7 +210,7 @@ def _search_design(config) -> dict:
     raise ValueError(f'search_json {path!r} does not exist (write it with experiments/search.py)')
   with open(path) as f:
     payload = json.load(f)
-  design = _get(config, 'search_design', 'primal')
+  design = config.search_design
   if design not in payload:
     raise ValueError(f'search_json {path!r} has no {design!r} design (keys: '
                      f'{", ".join(sorted(payload))})')
@@ -197,16 +232,17 @@ def model_hyperparameters(config, num_classes: int) -> tuple[str, dict]:
   ``model_kwargs`` and ``num_classes`` from the dataset. With ``search_json`` the design's
   ``n`` and integer ``m`` replace ``n``/``m`` (dense) or ``base_width``/``cardinality`` (ResNeXt).
   """
+  require_keys(config, MODEL_KEYS)
   name = config.model
-  kw = dict(_get(config, 'model_kwargs', {}) or {})
-  n, m = _get(config, 'n', None), _get(config, 'm', None)
-  if _get(config, 'search_json', ''):
+  kw = dict(config.model_kwargs or {})
+  n, m = config.n, config.m
+  if config.search_json:
     n, m = _design_n_m(_search_design(config))
     if name.startswith('resnext'):
       kw['base_width'], kw['cardinality'] = int(np.ravel(n)[0]), m
   if name in DENSE_MODELS:
-    if 'widths' not in kw or _get(config, 'search_json', ''):
-      depth = _validate.positive_int('depth', _get(config, 'depth', None), minimum=2)
+    if 'widths' not in kw or config.search_json:
+      depth = _validate.positive_int('depth', config.depth, minimum=2)
       if isinstance(n, (list, tuple)):
         kw['widths'] = tuple(int(v) for v in n)
       else:
@@ -233,11 +269,11 @@ def create_learning_rate_fn(config, steps_per_epoch: int) -> optax.Schedule:
 
   Optional linear warmup over ``warmup_epochs``.
   """
-  factor = float(_get(config, 'lr_decay_factor', 0.1))
-  boundaries = {int(round(e * steps_per_epoch)): factor
-                for e in (_get(config, 'lr_decay_epochs', ()) or ())}
+  require_keys(config, SCHEDULE_KEYS)
+  factor = float(config.lr_decay_factor)
+  boundaries = {int(round(e * steps_per_epoch)): factor for e in config.lr_decay_epochs}
   schedule = optax.piecewise_constant_schedule(float(config.learning_rate), boundaries)
-  warmup = int(round(float(_get(config, 'warmup_epochs', 0)) * steps_per_epoch))
+  warmup = int(round(float(config.warmup_epochs) * steps_per_epoch))
   if warmup > 0:
     ramp = optax.linear_schedule(0.0, float(config.learning_rate), warmup)
     return optax.join_schedules([ramp, lambda s: schedule(s + warmup)], [warmup])
@@ -246,10 +282,11 @@ def create_learning_rate_fn(config, steps_per_epoch: int) -> optax.Schedule:
 
 def create_optimizer(config, learning_rate_fn: optax.Schedule) -> optax.GradientTransformation:
   """SGD (momentum, nesterov) or Adam, with coupled L2 weight decay on all parameters."""
-  wd = float(_get(config, 'weight_decay', 0.0))
+  require_keys(config, OPTIMIZER_KEYS)
+  wd = float(config.weight_decay)
   if config.optimizer == 'sgd':
-    opt = optax.sgd(learning_rate_fn, momentum=float(_get(config, 'momentum', 0.9)) or None,
-                    nesterov=bool(_get(config, 'nesterov', False)))
+    opt = optax.sgd(learning_rate_fn, momentum=float(config.momentum) or None,
+                    nesterov=bool(config.nesterov))
   else:
     opt = optax.adam(learning_rate_fn)
   return optax.chain(optax.add_decayed_weights(wd), opt) if wd > 0 else opt
@@ -490,7 +527,7 @@ def _prepare_workdir(config, workdir: str, is_main: bool) -> None:
   """Checks ``config`` against the workdir's record (one-line ``ValueError``) and removes the
   old outputs for ``overwrite``."""
   current = guards.normalize_config(_config_dict(config))
-  overwrite = bool(_get(config, 'overwrite', False))
+  overwrite = bool(config.overwrite)
   guards.check_config_record(workdir, current, overwrite=overwrite)
   if overwrite and is_main:
     removed = guards.remove_run_outputs(workdir)
@@ -516,7 +553,8 @@ def train_and_evaluate(config, workdir: str, *, model=None,
   """Trains ``config``'s model on its dataset, evaluates every epoch; returns the summary.
 
   Args:
-    config: an ``ml_collections.ConfigDict`` (see ``experiments/configs/default.py`` for keys).
+    config: an ``ml_collections.ConfigDict`` from ``experiments/configs/default.py``'s
+      ``get_config()`` (every key of :data:`CONFIG_KEYS`), with any overrides.
     workdir: checkpoints, ``metrics.jsonl``, TensorBoard events and ``summary.json`` go here;
       an existing workdir with checkpoints of the same config is resumed.
     model: a flax module to train instead of ``config.model`` (for in-process studies).
@@ -526,8 +564,8 @@ def train_and_evaluate(config, workdir: str, *, model=None,
     The ``summary.json`` payload (a dict).
 
   Raises:
-    ValueError: invalid config values, unknown dataset/model, dataset not prepared, a workdir
-      that is a file or under one, a workdir in use by another run
+    ValueError: invalid config values, a missing config key, unknown dataset/model, dataset
+      not prepared, a workdir that is a file or under one, a workdir in use by another run
       (:class:`ce_jax.tools.guards.WorkdirLockedError`), a workdir holding a run of another config
       (before any training work).
     TrainingDivergedError: the loss or the parameters became NaN/Inf.
@@ -539,9 +577,9 @@ def train_and_evaluate(config, workdir: str, *, model=None,
   _quiet_orbax()
   validate_config(config, check_model=model is None)
   guards.check_output_dir(workdir, '--workdir', required=True)
-  info = input_pipeline.get_info(config.dataset, _get(config, 'data_dir', None),
-                                 num_train=_get(config, 'num_train_examples', None),
-                                 num_test=_get(config, 'num_test_examples', None))
+  info = input_pipeline.get_info(config.dataset, config.data_dir,
+                                 num_train=config.num_train_examples,
+                                 num_test=config.num_test_examples)
   if model is None:
     model = create_model(config, info.num_classes)
   is_main = jax.process_index() == 0
@@ -552,18 +590,18 @@ def train_and_evaluate(config, workdir: str, *, model=None,
 
 def _train(config, workdir, model, info, on_checkpoint, t_start, is_main) -> dict:
   """The loop of :func:`train_and_evaluate` (the workdir is locked and checked)."""
-  flatten = bool(_get(config, 'flatten_inputs', False))
+  flatten = bool(config.flatten_inputs)
   takes_train = _takes_train(model)
   batch_size = int(config.batch_size)
-  eval_batch_size = int(_get(config, 'eval_batch_size', batch_size))
+  eval_batch_size = int(config.eval_batch_size)
   spe = input_pipeline.steps_per_epoch(info, batch_size)
-  total_steps = int(_get(config, 'num_train_steps', -1))
+  total_steps = int(config.num_train_steps)
   if total_steps <= 0:
     total_steps = int(config.num_epochs) * spe
-  seed = int(_get(config, 'seed', 0))
-  log_every = int(_get(config, 'log_every_steps', 100))
-  ckpt_every = int(_get(config, 'checkpoint_every_steps', 1000))
-  eval_every = int(_get(config, 'eval_every_epochs', 1))
+  seed = int(config.seed)
+  log_every = int(config.log_every_steps)
+  ckpt_every = int(config.checkpoint_every_steps)
+  eval_every = int(config.eval_every_epochs)
 
   lr_fn = create_learning_rate_fn(config, spe)
   tx = create_optimizer(config, lr_fn)
@@ -572,8 +610,8 @@ def _train(config, workdir, model, info, on_checkpoint, t_start, is_main) -> dic
 
   from ce_jax.training import checkpointing
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, 'checkpoints'),
-                                    keep=int(_get(config, 'keep_checkpoints', 3)),
-                                    asynchronous=bool(_get(config, 'async_checkpointing', True)))
+                                    keep=int(config.keep_checkpoints),
+                                    asynchronous=bool(config.async_checkpointing))
   writer = None
   try:
     start_step = 0
@@ -611,7 +649,7 @@ def _train(config, workdir, model, info, on_checkpoint, t_start, is_main) -> dic
     def evaluate(step):
       sums = None
       for batch in input_pipeline.eval_iterator(
-          info.name, global_batch_size=eval_batch_size, data_dir=_get(config, 'data_dir', None),
+          info.name, global_batch_size=eval_batch_size, data_dir=config.data_dir,
           num_steps=n_eval):
         out = p_eval(state, batch)
         sums = out if sums is None else jax.tree_util.tree_map(jnp.add, sums, out)
@@ -654,9 +692,8 @@ def _train(config, workdir, model, info, on_checkpoint, t_start, is_main) -> dic
       epoch, position = divmod(step, spe)
       batches = input_pipeline.train_iterator(
           info.name, global_batch_size=batch_size, seed=seed, epoch=epoch, start_step=position,
-          num_steps=spe, data_dir=_get(config, 'data_dir', None),
-          sharding=_get(config, 'sharding', 'global'),
-          shuffle_buffer=int(_get(config, 'shuffle_buffer', 50_000)))
+          num_steps=spe, data_dir=config.data_dir, sharding=config.sharding,
+          shuffle_buffer=int(config.shuffle_buffer))
       seen = 0
       for batch in jax_utils.prefetch_to_device(batches, 2):
         state, metrics = p_train(state, batch)
@@ -693,8 +730,8 @@ def _train(config, workdir, model, info, on_checkpoint, t_start, is_main) -> dic
 
     no_progress = guards.progress_problem(
         loss_history, total_steps, info.num_classes,
-        window=float(_get(config, 'no_progress_window', 0.2)),
-        chance_tolerance=float(_get(config, 'chance_tolerance', 0.02)))
+        window=float(config.no_progress_window),
+        chance_tolerance=float(config.chance_tolerance))
     if no_progress:
       no_progress += f' (learning_rate {config.learning_rate}, {workdir})'
       logging.warning('%s', no_progress)
@@ -731,6 +768,6 @@ def _train(config, workdir, model, info, on_checkpoint, t_start, is_main) -> dic
     raise
   logging.info('done: %d steps, test top-1 error %.4f, params_l2 %.6g, %.1fs', step,
                summary['test_error_top1'], summary['params_l2'], summary['wall_s'])
-  if no_progress and bool(_get(config, 'fail_on_no_progress', False)):
+  if no_progress and bool(config.fail_on_no_progress):
     raise guards.NoProgressError(no_progress)
   return summary

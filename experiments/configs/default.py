@@ -1,13 +1,17 @@
 """Default hyperparameters: the paper's CIFAR recipe with the ResNeXt-29 1x128d baseline.
 
-Every other config starts from this one and overrides a few keys. Any key can be overridden on
-the command line::
+This is the one place with a default for each key: the trainer (ce_jax.training.train) reads
+every key directly and refuses, in one line naming it, a config that lacks one, so every other
+config (and any config built in code) starts from ``get_config()`` here and overrides a few
+keys. Any key can be overridden on the command line::
 
     python experiments/train.py --config=experiments/configs/default.py --workdir=runs/default \
         --config.num_epochs=1 --config.batch_size=64
 
 Keys (see docs/TRAINING.md):
   dataset, data_dir, sharding ('global'|'split'), shuffle_buffer: the input pipeline.
+  num_train_examples, num_test_examples: the split sizes when the dataset has no metadata
+    (tests under tfds.testing.mock_data); None: read from the prepared dataset.
   model, model_kwargs: a name of ce_jax.models.registry and its hyperparameters (num_classes
     comes from the dataset). Dense models: n, depth (depth - 1 hidden layers of width n), m
     (ensemble members), flatten_inputs.
@@ -23,8 +27,8 @@ Keys (see docs/TRAINING.md):
     improved over the last no_progress_window of the steps, or ends within chance_tolerance
     (relative) of chance ln(num_classes) or above, warns; with fail_on_no_progress it fails
     (exit code 1).
-  paper_params_m: the parameter count (millions) the paper reports for this row (checked by
-    tests/test_configs.py), None where it reports none.
+  paper_params_m: the parameter count (millions) the paper reports for this row (from the
+    config file's ROWS table, checked by tests/test_configs.py), None where it reports none.
 """
 
 from __future__ import annotations
