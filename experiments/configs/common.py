@@ -1,12 +1,53 @@
-"""Training recipes of the paper shared by the per-row configs (one file per paper table row).
+"""Training recipes of the paper shared by the row-table configs (one file per paper family).
 
-Each row file calls one of these with its architecture and the parameter count the paper
-reports (``paper_params_m``, millions, checked by ``tests/test_configs.py``).
+``cifar_resnext29.py``, ``imagenet32.py``, ``imagenet64.py`` and ``imagenet.py`` each hold a
+``ROWS`` table of the paper's designs with the parameter counts the paper prints
+(``tests/test_configs.py`` checks the models against them) and build their configs with one of
+these recipes; the row is the config argument (``--config=experiments/configs/imagenet64.py:ROW``).
+
+ml_collections' ``--config=FILE.py`` loads a config file from its path, outside any package, so
+``from experiments.configs import common`` would need the repository on ``sys.path``. Config
+files load their neighbour (``common.py``, or ``default.py``) by path instead, with the same
+four lines of ``importlib`` in each (``spec_from_file_location`` on
+``os.path.join(os.path.dirname(os.path.abspath(__file__)), 'common.py')``, ``module_from_spec``,
+``exec_module``), so they load from any working directory, from any binary, and as
+``experiments.configs.X``.
 """
 
 from __future__ import annotations
 
-from experiments.configs import default
+import importlib.util
+import os
+from typing import NamedTuple
+
+_found = importlib.util.spec_from_file_location(
+    'ce_jax_config_default', os.path.join(os.path.dirname(os.path.abspath(__file__)), 'default.py'))
+default = importlib.util.module_from_spec(_found)
+_found.loader.exec_module(default)
+
+
+class Row(NamedTuple):
+  """One row of a paper table: a ``ce_jax.models.registry`` name, its hyperparameters and the
+  parameter count the paper prints (millions, as printed: ``'37.50'``, whose decimals set how
+  closely ``tests/test_configs.py`` matches the model's count), None where it prints none."""
+  model: str
+  model_kwargs: dict
+  paper_params_m: str | None
+
+
+def paper_millions(printed: str | None) -> float | None:
+  """A printed parameter count (``'13.78'``) as the config's ``paper_params_m`` float."""
+  return None if printed is None else float(printed)
+
+
+def pick(rows: dict, arg: str | None, config_file: str):
+  """``rows[arg]``, or a one-line ``ValueError`` naming ``arg`` and listing the rows."""
+  name = (arg or '').strip()
+  if name not in rows:
+    what = (f'unknown row {name!r}' if name else
+            f'needs a row: --config=experiments/configs/{config_file}:ROW')
+    raise ValueError(f'{config_file}: {what} (rows: {", ".join(rows)})')
+  return rows[name]
 
 
 def cifar(cardinality: int, base_width: int, dataset: str = 'cifar10',

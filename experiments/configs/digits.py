@@ -10,7 +10,14 @@ the 8x8 images flattened to 64 features.
 
 from __future__ import annotations
 
-from experiments.configs import default
+import importlib.util
+import os
+
+# Config files are loaded from their path, outside any package (see common.py).
+_found = importlib.util.spec_from_file_location(
+    'ce_jax_config_default', os.path.join(os.path.dirname(os.path.abspath(__file__)), 'default.py'))
+default = importlib.util.module_from_spec(_found)
+_found.loader.exec_module(default)
 
 
 def get_config():
