@@ -23,23 +23,21 @@ Exit codes: 0 done, 1 a run failed (NaN/Inf, no progress, a full disk), 2 bad fl
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging as pylogging
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import jax
+import numpy as np
+from absl import flags
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import flags  # noqa: E402
-
-from ce_jax import _validate  # noqa: E402
+from ce_jax import _validate
 from ce_jax.design import solver
 from ce_jax.tools import cli, guards
 from ce_jax.studies import plotting
-from ce_jax.theory import alpha as alpha_lib  # noqa: E402
+from ce_jax.theory import alpha as alpha_lib
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', 'runs/demo', 'where runs, figures and summary.json go')
@@ -91,15 +89,24 @@ def fit_alpha(widths, trials, depth, seed, cache_path):
   return est
 
 
+def digits_config():
+  """experiments/configs/digits.py's config (default.py's keys, the digits recipe), loaded from
+  its path as ``--config=`` does: the binary needs no ``sys.path`` entry for the repository."""
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs', 'digits.py')
+  found = importlib.util.spec_from_file_location('ce_jax_config_digits', path)
+  module = importlib.util.module_from_spec(found)
+  found.loader.exec_module(module)
+  return module.get_config()
+
+
 def train_design(name, m, n, depth, seeds, epochs, workdir, fail_on_no_progress=True):
   """Trains one design over ``seeds`` (reusing finished runs with the same settings); returns
   the summaries."""
   from ce_jax.training import train
-  from experiments.configs import digits
   summaries = []
   for s in seeds:
     run_dir = os.path.join(workdir, 'runs', name, f'seed_{s}')
-    config = digits.get_config()
+    config = digits_config()
     config.m, config.n, config.depth = int(m), int(n), int(depth)
     config.num_epochs = int(epochs)
     config.seed = int(s)

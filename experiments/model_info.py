@@ -16,18 +16,14 @@ batch_stats, stages).
 from __future__ import annotations
 
 import logging
-import os
 import re
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import flags
 
-from absl import flags  # noqa: E402
-
-from ce_jax import _validate  # noqa: E402
+from ce_jax import _validate
 from ce_jax.tools import cli
 from ce_jax.design import accounting
-from ce_jax.models import registry  # noqa: E402
+from ce_jax.models import registry
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('model', None, 'registry name (see ce_jax.models.registry.names())')

@@ -26,14 +26,10 @@ The default chain gives the paper's designs:
 from __future__ import annotations
 
 import logging
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import flags
 
-from absl import flags  # noqa: E402
-
-from ce_jax import _validate  # noqa: E402
+from ce_jax import _validate
 from ce_jax.design import solver
 from ce_jax.tools import cli
 from ce_jax.studies import plotting

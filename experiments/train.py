@@ -22,15 +22,12 @@ a run of another config, DIR a file or under one. Errors are one line.
 from __future__ import annotations
 
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
 
-from absl import flags  # noqa: E402
-from absl import logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-from ce_jax.tools import guards  # noqa: E402
+from ce_jax.tools import guards
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Training configuration file.',
