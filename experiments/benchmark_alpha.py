@@ -55,6 +55,7 @@ from ce_jax.design import presets
 from ce_jax.theory import variance
 
 FLAGS = flags.FLAGS
+rel_err = benchmarking.max_relative_error
 CASES = ('bottleneck', 'dense')
 VARIANTS = ('generic', 'special')
 MOMENTS = ('mean', 'var', 'ratio', 'ratio_stderr')
@@ -105,11 +106,6 @@ def dense_case(widths, depth, input_dim, key):
 
 # ---------------------------------------------------------------------------------------------
 # Timing.
-
-
-def rel_err(a, b) -> float:
-  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-  return float(np.max(np.abs(a - b)) / max(1e-300, np.max(np.abs(b))))
 
 
 def _moments_call(sampler, key, trials, chunk_size):

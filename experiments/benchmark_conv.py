@@ -39,6 +39,7 @@ from ce_jax.tools import cli
 from ce_jax.models import layers
 
 FLAGS = flags.FLAGS
+timed, rel_err = benchmarking.timed, benchmarking.max_relative_error
 flags.DEFINE_string('designs', '1x128,3x64,37x10,10x10', 'comma list of GROUPSxWIDTH')
 flags.DEFINE_integer('batch', 32, 'batch size')
 flags.DEFINE_integer('size', 32, 'image height = width')
@@ -50,17 +51,6 @@ flags.DEFINE_string('torch_device', 'cpu', "torch's device: cpu, or cuda beside 
 flags.DEFINE_bool('quick', False, 'tiny settings for tests: designs 1x8,3x4,5x2, batch 2, size 8, '
                   '2 rounds')
 flags.DEFINE_string('json_out', None, 'write results as JSON here')
-
-
-def timed(fn) -> float:
-  t0 = time.perf_counter()
-  jax.block_until_ready(fn())
-  return time.perf_counter() - t0
-
-
-def rel_err(a, b) -> float:
-  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-  return float(np.max(np.abs(a - b)) / max(1e-30, np.max(np.abs(b))))
 
 
 def _jax_step(module, r):

@@ -48,6 +48,7 @@ from ce_jax.models import layers
 from ce_jax.models import resnext
 
 FLAGS = flags.FLAGS
+timed, rel_err = benchmarking.timed, benchmarking.max_relative_error
 flags.DEFINE_integer('dense_m', 8, 'members of the dense case (0: skip it)')
 flags.DEFINE_list('dense_widths', ['64', '64', '64'], 'hidden widths of a dense member')
 flags.DEFINE_integer('dense_input', 784, 'input dimension of the dense case')
@@ -148,17 +149,6 @@ def sgd_step(module, loss_fn, lr: float):
     params = jax.tree_util.tree_map(lambda a, g: a - lr * g, params, grads)
     return {'params': params, **new}, value
   return jax.jit(step)
-
-
-def timed(fn) -> float:
-  t0 = time.perf_counter()
-  jax.block_until_ready(fn())
-  return time.perf_counter() - t0
-
-
-def rel_err(a, b) -> float:
-  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-  return float(np.max(np.abs(a - b)) / max(1e-30, np.max(np.abs(b))))
 
 
 def _num_params(variables) -> int:

@@ -1,4 +1,4 @@
-"""Shared pieces of the benchmark binaries: machine and versions, torch import, torch ResNeXt.
+"""Shared pieces of the benchmark binaries: timing, errors, machine and versions, torch ResNeXt.
 
 Used by the ``experiments/benchmark_*.py`` binaries so they record the same environment in
 their JSON, and compare with the same torch models (:func:`torch_resnext`, loaded with flax
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import platform
+import time
 
 import flax
 import jax
@@ -16,6 +17,19 @@ import numpy as np
 
 from ce_jax.models import resnext
 from ce_jax.models.native import onednn
+
+
+def timed(fn) -> float:
+  """Seconds of one call of ``fn()``, its result ready (``jax.block_until_ready``)."""
+  t0 = time.perf_counter()
+  jax.block_until_ready(fn())
+  return time.perf_counter() - t0
+
+
+def max_relative_error(a, b) -> float:
+  """``max |a - b| / max |b|`` in float64 (0 when both are zero)."""
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  return float(np.max(np.abs(a - b)) / max(1e-300, np.max(np.abs(b))))
 
 
 def versions(torch=None) -> dict:
