@@ -1,7 +1,9 @@
 """ce_jax.models.native.onednn: the compiled oneDNN convolution against lax.conv_general_dilated.
 
 On the pinned stack (Linux x86-64, onednn-cpu-gomp installed by `make install`) the extension must
-build and load: these tests fail, never skip, when it does not.
+build and load: these tests fail, never skip, when it does not. Building is explicit
+(``onednn.build()`` / ``python -m ce_jax.models.native.onednn build``): nothing compiles while a
+model is traced, and without a build the convolutions take the XLA paths.
 """
 
 import os
@@ -32,8 +34,10 @@ def _rel(a, b):
 
 
 def test_extension_builds_loads_and_reports():
+  path = onednn.build()   # explicit, as `make install` does; returns the existing build at once
   s = onednn.status()
   assert s['available'], s['error']
+  assert s['library'] == str(path) and onednn.fallback_notice() is None
   assert s['onednn_version'].startswith('3.'), s
   assert os.path.exists(s['library']) and onednn.library_name() in s['library']
 
@@ -153,6 +157,52 @@ def test_choose_impl_prefers_onednn_on_cpu_float32():
   assert layers.choose_impl(4, 'cpu', kernel_dilation=(2, 2)) == 'stock'
   assert layers.choose_impl(4, 'cpu', padding=((-1, 0), (0, 0))) == 'loop'
   assert layers.choose_impl(4, 'gpu') == 'stock'
+  # Explicit requests are kept, except the loop formulations where they equal the plain conv.
+  assert layers.choose_impl(4, 'cpu', impl='onednn') == 'onednn'
+  for impl in ('stock', 'loop', 'grouped_loop', 'grouped_transposed'):
+    assert layers.choose_impl(4, 'cpu', impl=impl) == impl
+    assert layers.choose_impl(1, 'cpu', impl=impl) == 'stock'
+    assert layers.choose_impl(4, 'cpu', input_dilation=(1, 2), impl=impl) == 'stock'
+  # reference_convolutions() turns 'auto' into one lax convolution; explicit requests stay.
+  with layers.reference_convolutions():
+    assert layers.choose_impl(4, 'cpu') == 'stock'
+    assert layers.choose_impl(4, 'cpu', impl='onednn') == 'onednn'
+  assert layers.choose_impl(4, 'cpu') == 'onednn'
+  with pytest.raises(ValueError, match=r"impl='onednn' needs .*got bfloat16, 2 spatial dims"):
+    layers.choose_impl(4, 'cpu', dtype=jnp.bfloat16, impl='onednn')
+  with pytest.raises(ValueError, match="impl='onednn' needs .*backend gpu"):
+    layers.choose_impl(4, 'gpu', impl='onednn')
+  with pytest.raises(ValueError, match=r"impl must be one of auto, onednn, .*; got 'fast'"):
+    layers.choose_impl(4, 'cpu', impl='fast')
+
+
+def test_supports_is_a_pure_check_of_the_case(monkeypatch):
+  def forbidden(*args, **kwargs):
+    raise AssertionError('supports() must not build, load or run anything')
+  for name in ('build', 'load', 'available', 'status'):
+    monkeypatch.setattr(onednn, name, forbidden)
+  monkeypatch.setattr(onednn.subprocess, 'run', forbidden)
+  monkeypatch.setattr(onednn.ctypes, 'CDLL', forbidden)
+  pads = ((1, 1), (1, 1))
+  assert onednn.supports(jnp.float32, 2, pads, (1, 1), (1, 1), 'cpu') is True
+  assert onednn.supports(jnp.float32, 3, pads + ((0, 0),), backend='cpu') is True
+  assert onednn.supports(jnp.bfloat16, 2, pads, backend='cpu') is False
+  assert onednn.supports(jnp.float32, 4, pads * 2, backend='cpu') is False
+  assert onednn.supports(jnp.float32, 2, ((-1, 0), (0, 0)), backend='cpu') is False
+  assert onednn.supports(jnp.float32, 2, pads, (1, 1), (2, 1), 'cpu') is False
+  assert onednn.supports(jnp.float32, 2, pads, backend='gpu') is False
+
+
+def test_environment_switch_values(monkeypatch):
+  for value, on in (('0', False), ('off', False), ('False', False), ('no', False), ('1', True),
+                    ('yes', True), ('', True), ('on', True)):
+    monkeypatch.setenv('CE_JAX_ONEDNN', value)
+    assert onednn.enabled() is on, value
+  monkeypatch.delenv('CE_JAX_ONEDNN')
+  assert onednn.enabled() is True
+  monkeypatch.setenv('CE_JAX_ONEDNN', 'maybe')
+  with pytest.raises(ValueError, match="CE_JAX_ONEDNN must be one of 0, .*got 'maybe'"):
+    layers.choose_impl(4, 'cpu')
 
 
 @pytest.mark.parametrize('strides', [(1, 1), (2, 2)])
@@ -256,8 +306,82 @@ def test_pmap_over_two_cpu_devices_matches_lax():
 
 def test_disabled_by_environment_falls_back():
   out = _run("""
+      import warnings
+      import jax, jax.numpy as jnp
       from ce_jax.models.native import onednn
       from ce_jax.models import layers
+      x = jnp.ones((1, 6, 6, 4))
+      with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        conv = layers.GroupedConv(4, (3, 3), feature_group_count=2)
+        v = conv.init(jax.random.PRNGKey(0), x)
+        assert 'ce_onednn' not in str(jax.make_jaxpr(conv.apply)(v, x))
+      assert not [w for w in caught if 'oneDNN' in str(w.message)], caught   # on purpose: quiet
+      try:
+        layers.choose_impl(4, 'cpu', impl='onednn')
+      except ValueError as e:
+        print('error:', e)
       print(onednn.available(), onednn.status()['error'], layers.choose_impl(4, 'cpu'))
   """, {'CE_JAX_ONEDNN': '0'})
-  assert out.split() == ['False', 'disabled', 'by', 'CE_JAX_ONEDNN=0', 'loop']
+  error, last = out.strip().splitlines()[-2:]
+  assert error.startswith("error: impl='onednn' needs") and 'disabled by CE_JAX_ONEDNN=0' in error
+  assert last.split() == ['False', 'disabled', 'by', 'CE_JAX_ONEDNN=0', 'loop']
+
+
+def test_unbuilt_extension_falls_back_and_only_an_explicit_build_compiles(tmp_path):
+  """No library in the build directory: tracing a model neither compiles nor fails; the model
+  takes the XLA paths (one warning saying how to build) with the same numbers; impl='onednn' is
+  a one-line error. onednn.build() compiles, and the same process then uses the library; the
+  command line of `make install` finds that build."""
+  build_dir = tmp_path / 'build'
+  env = {'CE_JAX_BUILD_DIR': str(build_dir)}
+  out = _run("""
+      import warnings
+      import jax, jax.numpy as jnp, numpy as np
+      from ce_jax.models.native import onednn
+      from ce_jax.models import layers, resnext
+      compiles = []
+      real_run = onednn.subprocess.run
+      def run(cmd, *a, **k):
+        compiles.append(cmd)
+        return real_run(cmd, *a, **k)
+      onednn.subprocess.run = run
+      assert onednn.supports(jnp.float32, 2, ((1, 1), (1, 1)))        # the case is supported
+      kw = dict(cardinality=4, base_width=64, num_classes=3, stage_outputs=(16, 32, 64),
+                stem_channels=8)
+      x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 3))
+      model, stock = resnext.ResNeXt29(**kw), resnext.ResNeXt29(layers='stock', **kw)
+      with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        v = model.init(jax.random.PRNGKey(1), x)
+        jaxpr = str(jax.make_jaxpr(lambda v: model.apply(v, x))(v))
+        y_xla = model.apply(v, x)
+      notes = [str(w.message) for w in caught if 'oneDNN' in str(w.message)]
+      assert len(notes) == 1, notes
+      assert 'python -m ce_jax.models.native.onednn build' in notes[0], notes
+      assert compiles == [] and 'ce_onednn' not in jaxpr and 'conv_general_dilated' in jaxpr
+      assert not onednn.available() and onednn.status()['error'].startswith('not built')
+      y_stock = stock.apply(v, x)
+      print('xla', float(np.max(np.abs(y_xla - y_stock)) / np.max(np.abs(y_stock))))
+      try:
+        layers.choose_impl(4, 'cpu', impl='onednn')
+      except ValueError as e:
+        print('error:', e)
+      path = onednn.build()                                             # the explicit build
+      assert len(compiles) == 1 and path.parent == onednn.pathlib.Path(%r), (compiles, path)
+      assert onednn.available() and layers.choose_impl(4, 'cpu') == 'onednn'
+      jaxpr = str(jax.make_jaxpr(lambda v: model.apply(v, x))(v))
+      y = model.apply(v, x)
+      assert 'ce_onednn_conv_fwd' in jaxpr and len(compiles) == 1
+      print('onednn', float(np.max(np.abs(y - y_stock)) / np.max(np.abs(y_stock))))
+  """ % str(build_dir), env)
+  lines = dict(line.split(' ', 1) for line in out.strip().splitlines()[-3:])
+  assert float(lines['xla']) < 1e-5 and float(lines['onednn']) < 1e-5
+  assert lines['error:'].startswith("impl='onednn' needs") and 'not built' in lines['error:']
+  # `make install`'s command: finds the build just made (nothing to compile) and reports it.
+  cli = subprocess.run([sys.executable, '-m', 'ce_jax.models.native.onednn', 'build'],
+                       capture_output=True, text=True, timeout=300, cwd=REPO,
+                       env=dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL='2', **env))
+  assert cli.returncode == 0, cli.stderr[-2000:]
+  assert 'available=True' in cli.stdout and str(build_dir) in cli.stdout
+  assert [p.name for p in build_dir.iterdir()] == [onednn.library_name()]

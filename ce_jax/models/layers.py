@@ -7,9 +7,9 @@ when it replaces ``nn.Conv`` (pass the same ``name=``; an auto-named module is c
 ``GroupedConv_0`` instead of ``Conv_0``). Only its derivatives are computed differently.
 
 Why: XLA lowers the kernel gradient of a grouped convolution (``feature_group_count = G > 1``)
-to a convolution with ``batch_group_count = G``, which XLA:CPU runs on a slow generic path
-(jax-ml/jax#13800): 3 s instead of ~20 ms for 10 groups x 10 channels at 32x32, batch 32. On the
-jax 0.5 CPU runtime the grouped forward pass is slow too (per group a few GFLOP/s).
+to a convolution with ``batch_group_count = G``, which XLA:CPU runs on a slow generic path (a
+known XLA:CPU limitation): 3 s instead of ~20 ms for 10 groups x 10 channels at 32x32, batch 32.
+On the jax 0.5 CPU runtime the grouped forward pass is slow too (per group a few GFLOP/s).
 
 Math (2-D shown; any number of spatial dims works). With ``x`` of shape ``(N, H, W, G*ci)``,
 ``w`` of shape ``(kh, kw, ci, G*co)``, group ``g`` uses channels ``x_g = x[..., g*ci:(g+1)*ci]``
@@ -33,14 +33,18 @@ Formulations (``impl``):
   convolution over transposed operands: lhs ``x`` as ``(ci, H, W, G*N)`` (batch <-> channels),
   rhs ``dy`` as ``(Ho, Wo, N, G*co)`` (a "kernel" over the output grid, dilated by the stride),
   ``feature_group_count = G``; output ``(ci, kh, kw, G*co)`` -> ``(kh, kw, ci, G*co)``.
-* ``'auto'`` (default): :func:`choose_impl` -- the documented rule below.
+* ``'auto'`` (default): the rule of :func:`choose_impl`.
 
-Rule (:func:`choose_impl`, measured in ``docs/PERFORMANCE.md``): on CPU, ``'onednn'`` wherever
-:func:`ce_jax.models.native.onednn.supports` the case (any group count, 1x1 and 3x3 kernels alike: at ResNeXt
-shapes it is 0.9-1.1x PyTorch's time for forward + both gradients, and faster than XLA's dense
-convolutions too); otherwise ``groups == 1``, input/kernel dilation != 1, or a non-CPU backend
-(cuDNN has fast grouped kernels) -> ``'stock'``; on CPU with ``groups > 1`` -> ``'loop'`` (the
-fastest XLA formulation at every ResNeXt shape measured, 9-96x faster than stock).
+Which one runs is decided in ONE place, :func:`choose_impl` (``GroupedConv`` calls it once per
+call, nothing else re-decides); its docstring lists every knob (``impl=``, ``CE_JAX_ONEDNN``,
+:func:`reference_convolutions`). The rule of ``'auto'``, measured in ``docs/PERFORMANCE.md``: on
+CPU in float32, ``'onednn'`` wherever the built extension handles the case (any group count, 1x1
+and 3x3 kernels alike: at ResNeXt shapes it is 0.9-1.1x PyTorch's time for forward + both
+gradients, and faster than XLA's dense convolutions too); otherwise ``groups == 1``,
+input/kernel dilation != 1, or a non-CPU backend (cuDNN has fast grouped kernels) ->
+``'stock'``; on CPU with ``groups > 1`` -> ``'loop'`` (the fastest XLA formulation at every
+ResNeXt shape measured, 9-96x faster than stock). The extension is never built here: without it
+``'auto'`` takes the XLA paths and warns once how to build it.
 
 Derivatives: ``'onednn'`` and the custom-VJP paths support reverse mode; ``'onednn'``'s backward
 pass is not differentiable again and there is no forward mode (``jax.jvp``) through it: use
@@ -52,6 +56,8 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import threading
+import warnings
 from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
@@ -62,6 +68,7 @@ from jax import lax
 import flax.linen as nn
 from flax.linen.dtypes import canonicalize_dtype, promote_dtype
 
+from ce_jax import _validate
 from ce_jax.models.native import onednn
 
 IMPLS = ('auto', 'onednn', 'stock', 'loop', 'grouped_loop', 'grouped_transposed')
@@ -223,32 +230,93 @@ def _grouped_conv_bwd(spec, res, dy):
 grouped_conv.defvjp(_grouped_conv_fwd, _grouped_conv_bwd)
 
 
+_FALLBACK_WARNED = threading.Event()
+
+
+def _warn_fallback_once() -> None:
+  """One warning per process when 'auto' falls back to XLA for want of a built extension."""
+  if _FALLBACK_WARNED.is_set():
+    return
+  notice = onednn.fallback_notice()
+  if notice and not _FALLBACK_WARNED.is_set():
+    _FALLBACK_WARNED.set()
+    warnings.warn(notice, RuntimeWarning, stacklevel=3)
+
+
+def _pairs(padding):
+  return None if padding is None else tuple((int(lo), int(hi)) for lo, hi in padding)
+
+
 def choose_impl(groups: int, backend: str | None = None, input_dilation=(1,),
                 kernel_dilation=(1,), dtype=jnp.float32, padding=None,
-                num_spatial: int = 2) -> str:
-  """The documented rule of ``impl='auto'`` (see module docstring and docs/PERFORMANCE.md).
+                num_spatial: int = 2, *, impl: str = 'auto') -> str:
+  """THE decision of which convolution :class:`GroupedConv` runs (nothing else decides).
 
   Args:
     groups: ``feature_group_count``.
     backend: ``jax.default_backend()`` if None.
     input_dilation, kernel_dilation: per-dim dilations; the fast paths need all ones.
     dtype: computation dtype (oneDNN: float32 only).
-    padding: explicit ``(low, high)`` pairs, or None for "no negative padding".
+    padding: explicit ``(low, high)`` pairs, or None for zero padding.
     num_spatial: spatial dims.
+    impl: the user's request (``GroupedConv(impl=...)``), one of ``IMPLS``.
 
   Returns:
-    One of ``'onednn'``, ``'stock'``, ``'loop'``.
+    What runs: ``'onednn'``, ``'stock'``, ``'loop'``, ``'grouped_loop'`` or
+    ``'grouped_transposed'``.
+
+  The knobs, all of them:
+
+  * ``impl='auto'`` (default): inside :func:`reference_convolutions` -> ``'stock'``; on CPU,
+    float32, 1-3 spatial dims, no dilation, padding >= 0 and the extension loaded ->
+    ``'onednn'``; else ``groups == 1``, a dilation or a non-CPU backend -> ``'stock'``; else
+    ``'loop'``. Where oneDNN would apply but no library is built (or it fails to load), the XLA
+    rule applies and one ``RuntimeWarning`` per process says how to build it (``python -m
+    ce_jax.models.native.onednn build``; ``make install`` does). Deciding never compiles.
+  * ``impl='onednn'``: oneDNN, or a one-line ``ValueError`` naming what rules it out (dtype,
+    dims, padding, dilation, backend, or the extension: not built / turned off).
+  * ``impl='stock'``: ``lax.conv_general_dilated`` and JAX's derivatives (everything works,
+    forward mode and higher derivatives included).
+  * ``impl='loop' | 'grouped_loop' | 'grouped_transposed'``: that custom-VJP formulation; with
+    ``groups == 1`` or a dilation it would be the plain convolution anyway, so ``'stock'``.
+  * ``CE_JAX_ONEDNN=0`` (environment; also false/no/off, while 1/true/yes/on or unset mean
+    "use it where it applies"; other values are a one-line ``ValueError``): the extension is
+    never loaded, ``'auto'`` takes the XLA rule without a warning, ``impl='onednn'`` is an
+    error.
+  * :func:`reference_convolutions` (a context manager): ``'auto'`` gives ``'stock'`` inside it,
+    so that a jaxpr shows each convolution as one ``conv_general_dilated`` (same numbers);
+    explicit ``impl=`` values are kept.
+
+  Not choices between these paths: ``GroupedConv(chunk=)`` (groups per dense convolution of the
+  loop formulations), ``onednn.COMBINED_BACKWARD`` (both oneDNN gradients in one call or two;
+  for A/B timing), and where the library is built or found (``CE_JAX_ONEDNN_ROOT``,
+  ``CE_JAX_BUILD_DIR``, ``CXX``; see :mod:`ce_jax.models.native.onednn`).
   """
+  _validate.choice('impl', impl, IMPLS)
   backend = backend or jax.default_backend()
-  pads = [(0, 0)] * num_spatial if padding is None else padding
-  if backend == 'cpu' and onednn.supports(dtype, num_spatial, pads, input_dilation,
-                                          kernel_dilation, backend):
-    return 'onednn'
-  if groups == 1 or backend != 'cpu':
+  in_dil, k_dil = tuple(input_dilation), tuple(kernel_dilation)
+  dilated = any(d != 1 for d in in_dil + k_dil)
+  pairs = _pairs(padding)
+  pads = ((0, 0),) * num_spatial if pairs is None else pairs
+  if impl == 'auto' and _REFERENCE_CONVOLUTIONS.get():
     return 'stock'
-  if any(d != 1 for d in tuple(input_dilation) + tuple(kernel_dilation)):
+  if impl in ('auto', 'onednn'):
+    case_ok = onednn.supports(dtype, num_spatial, pads, in_dil, k_dil, backend)
+    if case_ok and onednn.available():
+      return 'onednn'
+    if impl == 'onednn':
+      why = ('' if case_ok else
+             f"; got {jnp.dtype(dtype).name}, {num_spatial} spatial dims, padding {pads}, "
+             f'dilations {in_dil}/{k_dil}, backend {backend}')
+      raise ValueError(
+          f"impl='onednn' needs float32 on CPU, 1-3 spatial dims, no dilation, padding >= 0 "
+          f"and the built extension{why} (extension: {onednn.status()['error'] or 'available'})")
+    if case_ok:
+      _warn_fallback_once()
+    return 'stock' if groups == 1 or backend != 'cpu' or dilated else 'loop'
+  if impl != 'stock' and (groups == 1 or dilated):
     return 'stock'
-  return 'loop'
+  return impl
 
 
 def _spec_for(impl: str, strides, padding, groups, precision, chunk: int = 1) -> ConvSpec:
@@ -283,7 +351,8 @@ class GroupedConv(nn.Module):
 
   Same fields, defaults, parameters and initialization as ``flax.linen.Conv`` (except ``mask``
   and the deprecated ``conv_general_dilated*`` hooks, which are not supported), plus ``impl``
-  (one of ``IMPLS``; ``'auto'`` applies :func:`choose_impl`).
+  (one of ``IMPLS``, the request that :func:`choose_impl` turns into what runs; ``'auto'``:
+  its rule) and ``chunk`` (groups per dense convolution of the loop formulations).
 
   Input ``(*batch, *spatial, in_features)``; output ``(*batch, *spatial_out, features)``.
   """
@@ -306,8 +375,7 @@ class GroupedConv(nn.Module):
 
   @nn.compact
   def __call__(self, inputs):
-    if self.impl not in IMPLS:
-      raise ValueError(f'impl must be one of {", ".join(IMPLS)}; got {self.impl!r}')
+    _validate.choice('impl', self.impl, IMPLS)
     if isinstance(self.chunk, bool) or not isinstance(self.chunk, int) or self.chunk < 1:
       raise ValueError(f'chunk must be an integer >= 1, got {self.chunk!r}')
     kernel_size = ((self.kernel_size,) if isinstance(self.kernel_size, int)
@@ -347,25 +415,14 @@ class GroupedConv(nn.Module):
             if self.use_bias else None)
     inputs, kernel, bias = self.promote_dtype(inputs, kernel, bias, dtype=self.dtype)
 
-    impl = self.impl
-    dilated = any(d != 1 for d in in_dil + k_dil)
-    explicit = padding   # (low, high) pairs for the oneDNN path (not for dilated convolutions)
-    if not dilated and isinstance(padding, str):
-      explicit = lax.padtype_to_pads(inputs.shape[1:-1], kernel_size, strides, padding)
-    pairs = None if isinstance(explicit, str) else explicit
-    if impl == 'auto' and _REFERENCE_CONVOLUTIONS.get():
-      impl = 'stock'
-    if impl == 'auto':
-      impl = choose_impl(groups, None, in_dil, k_dil, inputs.dtype, pairs, nsp)
-    elif impl == 'onednn' and (pairs is None or not onednn.supports(inputs.dtype, nsp, pairs,
-                                                                    in_dil, k_dil)):
-      raise ValueError(
-          f"impl='onednn' needs float32 on CPU, 1-3 spatial dims, no dilation and padding >= 0 "
-          f'(got {jnp.dtype(inputs.dtype).name}, {nsp} dims, padding {padding}, dilations '
-          f'{in_dil}/{k_dil}, backend {jax.default_backend()}; extension: '
-          f'{onednn.status()["error"] or "available"})')
-    if impl not in ('stock', 'onednn') and (groups == 1 or dilated):
-      impl = 'stock'
+    # Explicit (low, high) pairs, as lax.conv_general_dilated derives them from a padding name.
+    if isinstance(padding, str):
+      kd = [(k - 1) * d + 1 for k, d in zip(kernel_size, k_dil)]
+      pairs = lax.padtype_to_pads(inputs.shape[1:-1], kd, strides, padding)
+    else:
+      pairs = padding
+    pairs = tuple((int(lo), int(hi)) for lo, hi in pairs)
+    impl = choose_impl(groups, None, in_dil, k_dil, inputs.dtype, pairs, nsp, impl=self.impl)
     if impl == 'stock':
       y = lax.conv_general_dilated(inputs, kernel, strides, padding, lhs_dilation=in_dil,
                                    rhs_dilation=k_dil,
@@ -374,10 +431,8 @@ class GroupedConv(nn.Module):
     elif impl == 'onednn':
       y = onednn.conv(inputs, kernel, strides, pairs, groups)
     else:
-      if isinstance(padding, str):
-        padding = lax.padtype_to_pads(inputs.shape[1:-1], kernel_size, strides, padding)
-      y = grouped_conv(inputs, kernel, _spec_for(impl, strides, padding, groups, self.precision,
-                                                     self.chunk))
+      y = grouped_conv(inputs, kernel, _spec_for(impl, strides, pairs, groups, self.precision,
+                                                 self.chunk))
     if bias is not None:
       y = y + bias.reshape((1,) * (y.ndim - 1) + bias.shape)
     if num_batch != 1:

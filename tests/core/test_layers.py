@@ -138,6 +138,13 @@ def test_choose_impl_rule_and_validation():
   assert layers.choose_impl(4, 'cpu', dtype=jnp.bfloat16) == 'loop'
   assert layers.choose_impl(4, 'gpu') == 'stock'
   assert layers.choose_impl(4, 'cpu', kernel_dilation=(2, 2)) == 'stock'
+  # The one decision covers explicit requests too (GroupedConv re-decides nothing).
+  assert layers.choose_impl(4, 'gpu', impl='grouped_transposed') == 'grouped_transposed'
+  assert layers.choose_impl(1, 'gpu', impl='loop') == 'stock'
+  assert layers.choose_impl(4, 'cpu', kernel_dilation=(2, 2), impl='grouped_loop') == 'stock'
+  with layers.reference_convolutions():
+    assert layers.choose_impl(4, 'cpu') == 'stock'
+    assert layers.choose_impl(4, 'cpu', impl='loop') == 'loop'
   x = jnp.ones((1, 4, 4, 4))
   with pytest.raises(ValueError, match='impl must be one of'):
     GroupedConv(4, (3, 3), feature_group_count=2, impl='fast').init(jax.random.PRNGKey(0), x)
@@ -268,6 +275,35 @@ def test_resnext_defaults_to_fast_layers_with_stock_numerics():
   assert registry.get('resnext29', layers='stock', **kw).layers == 'stock'
   with pytest.raises(ValueError, match="layers must be one of fast, stock; got 'slow'"):
     resnext.ResNeXt29(layers='slow', **kw)
+
+
+def test_grouped_conv_runs_what_choose_impl_decides(monkeypatch):
+  """GroupedConv asks choose_impl once per call, with its case, and runs what it returns."""
+  asked = []
+  real = layers.choose_impl
+
+  def spy(*args, **kwargs):
+    asked.append((args, kwargs))
+    return 'grouped_transposed'
+  monkeypatch.setattr(layers, 'choose_impl', spy)
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 7, 6, 6))
+  ours = GroupedConv(9, (3, 3), strides=2, padding='SAME', feature_group_count=3, impl='loop')
+  ref = nn.Conv(9, (3, 3), strides=2, padding='SAME', feature_group_count=3)
+  p = ref.init(jax.random.PRNGKey(1), x)
+  jaxpr = str(jax.make_jaxpr(ours.apply)(p, x))
+  assert len(asked) == 1
+  (groups, backend, in_dil, k_dil, dtype, pads, nsp), kwargs = asked[0]
+  assert (groups, backend, in_dil, k_dil, nsp, kwargs) == (3, None, (1, 1), (1, 1), 2,
+                                                            {'impl': 'loop'})
+  assert jnp.dtype(dtype) == jnp.float32 and pads == ((1, 1), (0, 1))   # SAME, stride 2, 7x6
+  assert 'custom_vjp_call' in jaxpr and 'ce_onednn' not in jaxpr
+  _close(ours.apply(p, x), ref.apply(p, x), 2e-5, 'output')
+  monkeypatch.setattr(layers, 'choose_impl', real)
+  # Dilated, named padding: the pairs are lax's (kernel dilated), and the result is 'stock'.
+  conv = GroupedConv(6, (3, 3), kernel_dilation=2, padding='SAME', feature_group_count=3)
+  ref = nn.Conv(6, (3, 3), kernel_dilation=2, padding='SAME', feature_group_count=3)
+  p = ref.init(jax.random.PRNGKey(2), x)
+  _close(conv.apply(p, x), ref.apply(p, x), 2e-5, 'dilated output')
 
 
 @pytest.mark.parametrize('module', ['fast', 'stock'])

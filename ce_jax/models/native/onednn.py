@@ -1,23 +1,29 @@
 """oneDNN convolutions for XLA:CPU: a small compiled extension called through the XLA FFI.
 
 XLA:CPU (jax 0.5) has no fast grouped convolution: its forward pass runs at a few GFLOP/s per
-group and its kernel gradient falls to a generic loop (jax-ml/jax#13800). PyTorch on the same CPU
-calls oneDNN. This module compiles ``ce_jax/models/native/csrc/onednn_conv.cc`` -- three XLA FFI handlers
-(forward, backward data, backward weights) over oneDNN 3.x primitives, channels-last, float32 --
-against the oneDNN wheel (``onednn-cpu-gomp``, Linux x86-64: ``pip install 'ce_jax[onednn]'``)
-and JAX's FFI headers, loads it with ctypes and registers the handlers. :func:`conv` is the
-differentiable convolution (custom VJP); :class:`ce_jax.models.layers.GroupedConv` uses it by
-default where :func:`supports` says it applies.
+group and its kernel gradient falls to a generic loop (a known XLA:CPU limitation). PyTorch on
+the same CPU calls oneDNN. This module compiles ``ce_jax/models/native/csrc/onednn_conv.cc`` --
+XLA FFI handlers (forward, backward data, backward weights, both backward passes in one call)
+over oneDNN 3.x primitives, channels-last, float32 -- against the oneDNN wheel
+(``onednn-cpu-gomp``, Linux x86-64: ``pip install 'ce_jax[onednn]'``) and JAX's FFI headers,
+loads it with ctypes and registers the handlers. :func:`conv` is the differentiable convolution
+(custom VJP); :class:`ce_jax.models.layers.GroupedConv` uses it where
+:func:`ce_jax.models.layers.choose_impl` (the one place that decides) says so.
 
-Build: ``python -m ce_jax.models.native.onednn build`` (``make install`` runs it); otherwise the first use
-builds it (about 5 s with g++). The library's file name carries a hash of the source, the JAX
-version and the oneDNN headers, so a changed source or stack never loads a stale build. It is
-written to ``ce_jax/models/native/_build`` (or ``$CE_JAX_BUILD_DIR``; ``~/.cache/ce_jax`` where the package
-directory is read-only).
+Build: ONLY ``python -m ce_jax.models.native.onednn build`` (``make install`` runs it) or
+:func:`build`; about 5 s with g++. Nothing else compiles: :func:`load` (and :func:`available`,
+:func:`status`) only load a library that is already built, and :func:`supports` is a pure check
+of the case. Without a built library every convolution takes the XLA paths, with one warning
+that says how to build. The library's file name carries a hash of the source, the JAX version
+and the oneDNN headers, so a changed source or stack never loads a stale build (it counts as not
+built). It is written to ``ce_jax/models/native/_build`` (or ``$CE_JAX_BUILD_DIR``;
+``~/.cache/ce_jax`` where the package directory is read-only).
 
-Environment:
-  CE_JAX_ONEDNN=0        never use the extension (every convolution takes the XLA paths).
+Environment (the switch that turns the extension off is documented with the other choices in
+:func:`ce_jax.models.layers.choose_impl`):
+  CE_JAX_ONEDNN=0        never load or use the extension (every convolution takes the XLA paths).
   CE_JAX_ONEDNN_ROOT     where oneDNN's ``include/`` and ``lib/`` are (default: ``sys.prefix``).
+  CE_JAX_BUILD_DIR       where the library is built and looked for.
   CXX                    the C++ compiler (default: g++, then c++, then ``python -m ziglang c++``
                          from the ``cxx`` extra; zig's first build takes ~90 s).
 
@@ -37,7 +43,6 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
-import logging
 import os
 import pathlib
 import shutil
@@ -61,9 +66,15 @@ TARGETS = {
     'ce_onednn_conv_bwd': 'CeOnednnConvBwd',
 }
 
-_log = logging.getLogger(__name__)
-_state: dict[str, Any] = {}   # 'lib', 'path', 'error' after the first _load()
-_state_lock = threading.Lock()   # first use may come from several tracing threads at once
+BUILD_COMMAND = 'python -m ce_jax.models.native.onednn build'
+ENV_SWITCH = 'CE_JAX_ONEDNN'
+_OFF = ('0', 'false', 'no', 'off')
+_ON = ('', '1', 'true', 'yes', 'on')
+
+# After the first load(): 'lib', 'path', 'version' when loaded, else 'error' (one line) and
+# 'reason' ('disabled', 'platform', 'not_built' or 'load_failed').
+_state: dict[str, Any] = {}
+_state_lock = threading.Lock()   # the first load may come from several tracing threads at once
 
 
 class BuildError(RuntimeError):
@@ -126,7 +137,11 @@ def library_name(root: pathlib.Path | None = None) -> str:
 
 
 def build(force: bool = False, verbose: bool = False) -> pathlib.Path:
-  """Compiles the extension (if not built yet) and returns the library's path.
+  """Compiles the extension (if not built yet, or ``force``) and returns the library's path.
+
+  The only function that runs the compiler (``python -m ce_jax.models.native.onednn build`` and
+  ``make install`` call it); after it, :func:`load` finds the library even if an earlier load in
+  this process found none.
 
   Raises:
     BuildError: no C++ compiler, no oneDNN headers/library, or the compiler failed (its output
@@ -145,6 +160,7 @@ def build(force: bool = False, verbose: bool = False) -> pathlib.Path:
   name = library_name(root)
   for d in _build_dirs():
     if (d / name).exists() and not force:
+      _forget_failed_load()
       return d / name
   errors = []
   for d in _build_dirs():
@@ -165,6 +181,7 @@ def build(force: bool = False, verbose: bool = False) -> pathlib.Path:
       os.unlink(tmp)
       raise BuildError(f'compiling {SOURCE.name} failed ({" ".join(cmd)}):\n{proc.stderr[-4000:]}')
     os.replace(tmp, d / name)   # atomic: concurrent builders (pytest workers) never see half a file
+    _forget_failed_load()
     return d / name
   raise BuildError('no writable build directory: ' + '; '.join(errors))
 
@@ -177,46 +194,92 @@ def _find_built() -> pathlib.Path | None:
   return None
 
 
-def _load() -> dict[str, Any]:
+def _forget_failed_load() -> None:
+  with _state_lock:
+    if 'lib' not in _state:
+      _state.clear()
+
+
+def enabled() -> bool:
+  """False when ``$CE_JAX_ONEDNN`` turns the extension off (0, false, no, off).
+
+  Raises:
+    ValueError: any other value than those and 1, true, yes, on (or unset / empty).
+  """
+  value = os.environ.get(ENV_SWITCH, '1')
+  v = value.strip().lower()
+  if v not in _OFF + _ON:
+    raise ValueError(f'{ENV_SWITCH} must be one of 0, false, no, off (never use oneDNN) or 1, '
+                     f'true, yes, on (use it where it applies), got {value!r}')
+  return v not in _OFF
+
+
+def load() -> dict[str, Any]:
+  """Loads the built library and registers its FFI targets, once per process; never compiles.
+
+  Returns the load state (:func:`status` has the public view). Without a built library for this
+  source and stack the state records why, and :func:`build` is what makes one.
+  """
+  on = enabled()   # outside the cache: a bad value is an error every time
   if _state:
     return _state
   with _state_lock:
     if not _state:
-      _load_locked()
+      _load_locked(on)
   return _state
 
 
-def _load_locked() -> None:
-  if os.environ.get('CE_JAX_ONEDNN', '1').lower() in ('0', 'false', 'no', 'off'):
-    _state['error'] = 'disabled by CE_JAX_ONEDNN=0'
+def _load_locked(on: bool) -> None:
+  if not on:
+    _state.update(error=f'disabled by {ENV_SWITCH}=0', reason='disabled')
     return
   if sys.platform != 'linux':
-    _state['error'] = f'only built on Linux (this is {sys.platform})'
+    _state.update(error=f'only built on Linux (this is {sys.platform})', reason='platform')
     return
   try:
     path = _find_built()
-    if path is None:
-      _log.info('ce_jax.models.native.onednn: building %s (first use)', SOURCE.name)
-      path = build()
+  except OSError as e:   # the source file cannot be read
+    _state.update(error=f'{type(e).__name__}: {e}'.splitlines()[0], reason='load_failed')
+    return
+  if path is None:
+    where = ', '.join(str(d) for d in _build_dirs())
+    _state.update(error=f'not built (no {library_name()} in {where}): run {BUILD_COMMAND} '
+                        '(make install does)', reason='not_built')
+    return
+  try:
     lib = ctypes.CDLL(str(path))
     for target, symbol in TARGETS.items():
       jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)), platform='cpu')
     lib.CeOnednnVersion.restype = ctypes.c_char_p
     _state.update(lib=lib, path=str(path), version=lib.CeOnednnVersion().decode())
-  except (BuildError, OSError, AttributeError) as e:
-    _state['error'] = f'{type(e).__name__}: {e}'.splitlines()[0]
+  except (OSError, AttributeError) as e:
+    _state.update(error=f'{type(e).__name__}: {e}'.splitlines()[0], reason='load_failed')
 
 
 def available() -> bool:
-  """True when the extension is built (or can be built now), loaded and registered."""
-  return 'lib' in _load()
+  """True when the extension is built, loaded and registered (loads it; never compiles)."""
+  return 'lib' in load()
 
 
 def status() -> dict[str, Any]:
   """``{'available', 'library', 'onednn_version', 'error'}`` (for logs and benchmark JSON)."""
-  s = _load()
+  s = load()
   return {'available': 'lib' in s, 'library': s.get('path'), 'onednn_version': s.get('version'),
           'error': s.get('error')}
+
+
+def fallback_notice() -> str | None:
+  """One line for a user whose convolutions fall back to XLA although oneDNN could serve them.
+
+  None when the extension is loaded, turned off on purpose (``CE_JAX_ONEDNN=0``) or not made for
+  this platform; otherwise why it is unavailable and how to build it.
+  """
+  s = load()
+  if 'lib' in s or s.get('reason') in ('disabled', 'platform'):
+    return None
+  fix = '' if s.get('reason') == 'not_built' else f'; rebuild with {BUILD_COMMAND}'
+  return (f'ce_jax: oneDNN convolutions unavailable, using the slower XLA paths: '
+          f'{s.get("error")}{fix}')
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,7 +289,11 @@ def status() -> dict[str, Any]:
 def supports(dtype, num_spatial: int, padding: Sequence[tuple[int, int]],
              input_dilation: Sequence[int] = (), kernel_dilation: Sequence[int] = (),
              backend: str | None = None) -> bool:
-  """Whether :func:`conv` handles this case (and the extension is available).
+  """Whether :func:`conv` computes this case: float32 on CPU, 1-3 spatial dims, no dilation,
+  padding >= 0.
+
+  A pure check of the case: it neither builds nor loads the library (that it is loaded is
+  :func:`available`; :func:`ce_jax.models.layers.choose_impl` asks both).
 
   Args:
     dtype: the computation dtype (only float32 is handled).
@@ -237,8 +304,7 @@ def supports(dtype, num_spatial: int, padding: Sequence[tuple[int, int]],
   """
   return ((backend or jax.default_backend()) == 'cpu' and jnp.dtype(dtype) == jnp.float32
           and 1 <= num_spatial <= 3 and all(lo >= 0 and hi >= 0 for lo, hi in padding)
-          and all(d == 1 for d in tuple(input_dilation) + tuple(kernel_dilation))
-          and available())
+          and all(d == 1 for d in tuple(input_dilation) + tuple(kernel_dilation)))
 
 
 def output_shape(x_shape, w_shape, strides, padding) -> tuple[int, ...]:
