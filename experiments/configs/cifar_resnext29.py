@@ -5,24 +5,14 @@ The argument is ``DATASET,CxDd`` (default ``cifar10,37x10d``; ``DATASET`` alone 
 ``DATASET`` is cifar10 or cifar100, ``CxDd`` is cardinality x bottleneck width. The paper's
 designs, each on CIFAR-10 (``cifar100,CxDd`` for CIFAR-100)::
 
-    # 1x128d: ResNet-29, the baseline (Table 1a/1b, Table 3)
-    python experiments/train.py --config=experiments/configs/cifar_resnext29.py:cifar10,1x128d \
-        --workdir=runs/cifar10_resnext29_1x128d
-    # 3x64d: the ResNeXt paper's baseline (Table 1a, Table 3)
-    python experiments/train.py --config=experiments/configs/cifar_resnext29.py:cifar10,3x64d \
-        --workdir=runs/cifar10_resnext29_3x64d
-    # 37x10d: the primal optimum (Table 1a)
-    python experiments/train.py --config=experiments/configs/cifar_resnext29.py:cifar10,37x10d \
-        --workdir=runs/cifar10_resnext29_37x10d
-    # 10x10d: the dual optimum (Table 1b)
-    python experiments/train.py --config=experiments/configs/cifar_resnext29.py:cifar10,10x10d \
-        --workdir=runs/cifar10_resnext29_10x10d
-    # 44x8d: the FLOPs-primal optimum (appendix Table 3)
-    python experiments/train.py --config=experiments/configs/cifar_resnext29.py:cifar10,44x8d \
-        --workdir=runs/cifar10_resnext29_44x8d
-    # 60x6d: near the FLOPs-primal optimum (appendix Table 3)
-    python experiments/train.py --config=experiments/configs/cifar_resnext29.py:cifar10,60x6d \
-        --workdir=runs/cifar10_resnext29_60x6d
+    python experiments/train.py --config=experiments/configs/cifar_resnext29.py:cifar10,CxDd \
+        --workdir=runs/cifar10_resnext29_CxDd
+
+with CxDd one of
+``1x128d`` (ResNet-29, the baseline, Table 1a/1b, Table 3); ``3x64d`` (the ResNeXt paper's
+baseline, Table 1a, Table 3); ``37x10d`` (the primal optimum, Table 1a); ``10x10d`` (the dual
+optimum, Table 1b); ``44x8d`` (the FLOPs-primal optimum, appendix Table 3); ``60x6d`` (near
+the FLOPs-primal optimum, appendix Table 3).
 
 Any other CxDd trains too (``paper_params_m`` is then None)::
 
@@ -42,15 +32,14 @@ wider classifier's 90 * 1025).
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
+import runpy
+import types
 
-# Config files are loaded from their path, outside any package (see common.py).
-_found = importlib.util.spec_from_file_location(
-    'ce_jax_config_common', os.path.join(os.path.dirname(os.path.abspath(__file__)), 'common.py'))
-common = importlib.util.module_from_spec(_found)
-_found.loader.exec_module(common)
+# Loaded by path: ml_collections loads config files outside any package (see common.py).
+_HERE = os.path.dirname(os.path.abspath(__file__))
+common = types.SimpleNamespace(**runpy.run_path(os.path.join(_HERE, 'common.py')))
 
 # CxDd: the parameter count the paper prints (millions, 10 classes).
 ROWS = {
@@ -61,6 +50,9 @@ ROWS = {
     '44x8d': '12.71',
     '60x6d': '12.57',
 }
+
+__doc__ = common.with_commands(__doc__, 'cifar_resnext29.py', [f'cifar10,{row}' for row in ROWS],
+                               [f'cifar10_resnext29_{row}' for row in ROWS])
 
 
 def get_config(arg: str | None = None):

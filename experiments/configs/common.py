@@ -7,23 +7,20 @@ these recipes; the row is the config argument (``--config=experiments/configs/im
 
 ml_collections' ``--config=FILE.py`` loads a config file from its path, outside any package, so
 ``from experiments.configs import common`` would need the repository on ``sys.path``. Config
-files load their neighbour (``common.py``, or ``default.py``) by path instead, with the same
-four lines of ``importlib`` in each (``spec_from_file_location`` on
-``os.path.join(os.path.dirname(os.path.abspath(__file__)), 'common.py')``, ``module_from_spec``,
-``exec_module``), so they load from any working directory, from any binary, and as
-``experiments.configs.X``.
+files load their neighbour (``common.py``, or ``default.py``) by path instead
+(``runpy.run_path`` next to ``__file__``), so they load from any working directory, from any
+binary, and as ``experiments.configs.X``.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
+import runpy
+import types
 from typing import NamedTuple
 
-_found = importlib.util.spec_from_file_location(
-    'ce_jax_config_default', os.path.join(os.path.dirname(os.path.abspath(__file__)), 'default.py'))
-default = importlib.util.module_from_spec(_found)
-_found.loader.exec_module(default)
+_HERE = os.path.dirname(os.path.abspath(__file__))
+default = types.SimpleNamespace(**runpy.run_path(os.path.join(_HERE, 'default.py')))
 
 
 class Row(NamedTuple):
@@ -69,53 +66,49 @@ def cifar(cardinality: int, base_width: int, dataset: str = 'cifar10',
   return config
 
 
-def imagenet32(model: str, paper_params_m: float | None, **model_kwargs):
-  """ImageNet 32x32 (appendix Table 1): batch 1024, lr 0.08, wd 5e-4, 80 epochs, /5 at 20, 40, 60."""
+# The paper's recipes per data set family: the keys each sets over default.py's defaults.
+RECIPES = {
+    # ImageNet 32x32 (appendix Table 1): batch 1024, lr 0.08, wd 5e-4, 80 epochs, /5 at 20, 40, 60.
+    'imagenet32': dict(dataset='imagenet_resized/32x32', batch_size=1024, eval_batch_size=1024,
+                       learning_rate=0.08, weight_decay=5e-4, num_epochs=80,
+                       lr_decay_epochs=(20, 40, 60), lr_decay_factor=0.2,
+                       checkpoint_every_steps=2000),
+    # ImageNet (ResNet/ResNeXt-50/101): batch 256, lr 0.1, wd 1e-4, 100 epochs, /10 at 30, 60, 90;
+    # each host reads its own part of the split; 224x224 random resized crops and flips.
+    'imagenet': dict(dataset='imagenet2012', sharding='split', shuffle_buffer=16 * 1024,
+                     batch_size=256, eval_batch_size=256, learning_rate=0.1, weight_decay=1e-4,
+                     num_epochs=100, lr_decay_epochs=(30, 60, 90), lr_decay_factor=0.1,
+                     checkpoint_every_steps=5000, log_every_steps=500),
+}
+# ImageNet 64x64 (appendix Table 2): ImageNet 32x32's with batch 512, lr 0.04, 60 epochs, /5 at
+# 20, 30, 40.
+RECIPES['imagenet64'] = dict(RECIPES['imagenet32'], dataset='imagenet_resized/64x64',
+                             batch_size=512, eval_batch_size=512, learning_rate=0.04,
+                             num_epochs=60, lr_decay_epochs=(20, 30, 40))
+
+
+def recipe(name: str, model: str, paper_params_m: float | None, **model_kwargs):
+  """default.py's config with ``RECIPES[name]`` and the model (a ``ce_jax.models`` name)."""
   config = default.get_config()
-  config.dataset = 'imagenet_resized/32x32'
+  for key, value in RECIPES[name].items():
+    setattr(config, key, value)
   config.model = model
   config.model_kwargs = model_kwargs
-  config.batch_size = config.eval_batch_size = 1024
-  config.learning_rate = 0.08
-  config.weight_decay = 5e-4
-  config.num_epochs = 80
-  config.lr_decay_epochs = (20, 40, 60)
-  config.lr_decay_factor = 0.2
-  config.checkpoint_every_steps = 2000
   config.paper_params_m = paper_params_m
   return config
 
 
-def imagenet64(model: str, paper_params_m: float | None, **model_kwargs):
-  """ImageNet 64x64 (appendix Table 2): batch 512, lr 0.04, wd 5e-4, 60 epochs, /5 at 20, 30, 40."""
-  config = imagenet32(model, paper_params_m, **model_kwargs)
-  config.dataset = 'imagenet_resized/64x64'
-  config.batch_size = config.eval_batch_size = 512
-  config.learning_rate = 0.04
-  config.num_epochs = 60
-  config.lr_decay_epochs = (20, 30, 40)
-  return config
+def with_commands(doc: str, config_file: str, args, workdirs, extra: str = '') -> str:
+  """``doc`` followed by the training command of each row (the module's ``__doc__``).
 
-
-def imagenet(model: str, paper_params_m: float | None, **model_kwargs):
-  """ImageNet (ResNet/ResNeXt-50/101): batch 256, lr 0.1, wd 1e-4, 100 epochs, /10 at 30, 60, 90.
-
-  Each host reads its own part of the split (``sharding='split'``); 224x224 random resized crops
-  and flips, no lighting.
+  ``args``: the config argument of each row; ``workdirs``: its ``--workdir`` (same order).
   """
-  config = default.get_config()
-  config.dataset = 'imagenet2012'
-  config.sharding = 'split'
-  config.shuffle_buffer = 16 * 1024
-  config.model = model
-  config.model_kwargs = model_kwargs
-  config.batch_size = config.eval_batch_size = 256
-  config.learning_rate = 0.1
-  config.weight_decay = 1e-4
-  config.num_epochs = 100
-  config.lr_decay_epochs = (30, 60, 90)
-  config.lr_decay_factor = 0.1
-  config.checkpoint_every_steps = 5000
-  config.log_every_steps = 500
-  config.paper_params_m = paper_params_m
-  return config
+  lines = [f'    python experiments/train.py --config=experiments/configs/{config_file}:{arg} '
+           f'--workdir=runs/{workdir}{extra}' for arg, workdir in zip(args, workdirs)]
+  return doc.rstrip() + '\n\nEvery row\'s command::\n\n' + '\n'.join(lines) + '\n'
+
+
+def row_config(name: str, rows: dict, arg: str | None, config_file: str):
+  """The config of row ``arg`` of a family's ``rows`` table under recipe ``name``."""
+  row = pick(rows, arg, config_file)
+  return recipe(name, row.model, paper_millions(row.paper_params_m), **row.model_kwargs)

@@ -10,14 +10,13 @@ the 8x8 images flattened to 64 features.
 
 from __future__ import annotations
 
-import importlib.util
 import os
+import runpy
+import types
 
-# Config files are loaded from their path, outside any package (see common.py).
-_found = importlib.util.spec_from_file_location(
-    'ce_jax_config_default', os.path.join(os.path.dirname(os.path.abspath(__file__)), 'default.py'))
-default = importlib.util.module_from_spec(_found)
-_found.loader.exec_module(default)
+# Loaded by path: ml_collections loads config files outside any package (see common.py).
+_HERE = os.path.dirname(os.path.abspath(__file__))
+default = types.SimpleNamespace(**runpy.run_path(os.path.join(_HERE, 'default.py')))
 
 
 def get_config():

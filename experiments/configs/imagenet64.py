@@ -1,49 +1,31 @@
 r"""ImageNet 64x64 (appendix Table 2): ResNeXt-38 designs and a Wide ResNet, one row each.
 
-The argument is the row::
+The argument is the row of ``ROWS`` below::
 
-    # resnext38_1x128d: ResNet-38 1x128d, the baseline
-    python experiments/train.py --config=experiments/configs/imagenet64.py:resnext38_1x128d \
-        --workdir=runs/imagenet64_resnext38_1x128d
-    # resnext38_1x96d: ResNet-38 1x96d, the baseline
-    python experiments/train.py --config=experiments/configs/imagenet64.py:resnext38_1x96d \
-        --workdir=runs/imagenet64_resnext38_1x96d
-    # resnext38_2x64d: ResNeXt-38 2x64d
-    python experiments/train.py --config=experiments/configs/imagenet64.py:resnext38_2x64d \
-        --workdir=runs/imagenet64_resnext38_2x64d
-    # resnext38_3x64d: ResNeXt-38 3x64d
-    python experiments/train.py --config=experiments/configs/imagenet64.py:resnext38_3x64d \
-        --workdir=runs/imagenet64_resnext38_3x64d
-    # resnext38_8x10d: ResNeXt-38 8x10d, the dual optimum
-    python experiments/train.py --config=experiments/configs/imagenet64.py:resnext38_8x10d \
-        --workdir=runs/imagenet64_resnext38_8x10d
-    # resnext38_10x10d: ResNeXt-38 10x10d, the dual optimum
-    python experiments/train.py --config=experiments/configs/imagenet64.py:resnext38_10x10d \
-        --workdir=runs/imagenet64_resnext38_10x10d
-    # resnext38_22x10d: ResNeXt-38 22x10d, the primal optimum
-    python experiments/train.py --config=experiments/configs/imagenet64.py:resnext38_22x10d \
-        --workdir=runs/imagenet64_resnext38_22x10d
-    # resnext38_37x10d: ResNeXt-38 37x10d, the primal optimum
-    python experiments/train.py --config=experiments/configs/imagenet64.py:resnext38_37x10d \
-        --workdir=runs/imagenet64_resnext38_37x10d
-    # wrn36_5: Wide ResNet 36-5
-    python experiments/train.py --config=experiments/configs/imagenet64.py:wrn36_5 \
-        --workdir=runs/imagenet64_wrn36_5
+    python experiments/train.py --config=experiments/configs/imagenet64.py:ROW \
+        --workdir=runs/imagenet64_ROW
 
-The recipe is ``common.imagenet64`` (batch 512, lr 0.04, wd 5e-4, 60 epochs, /5 at 20, 30 and
+with ROW one of
+``resnext38_1x128d`` (ResNet-38 1x128d, the baseline); ``resnext38_1x96d`` (ResNet-38 1x96d, the
+baseline); ``resnext38_2x64d`` (ResNeXt-38 2x64d); ``resnext38_3x64d`` (ResNeXt-38 3x64d);
+``resnext38_8x10d`` (ResNeXt-38 8x10d, the dual optimum); ``resnext38_10x10d`` (ResNeXt-38
+10x10d, the dual optimum); ``resnext38_22x10d`` (ResNeXt-38 22x10d, the primal optimum);
+``resnext38_37x10d`` (ResNeXt-38 37x10d, the primal optimum); ``wrn36_5`` (Wide ResNet 36-5).
+
+The recipe is ``common.RECIPES['imagenet64']``
+(batch 512, lr 0.04, wd 5e-4, 60 epochs, /5 at 20, 30 and
 40). ``ROWS`` holds each row's model and the parameter count the paper prints.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
+import runpy
+import types
 
-# Config files are loaded from their path, outside any package (see common.py).
-_found = importlib.util.spec_from_file_location(
-    'ce_jax_config_common', os.path.join(os.path.dirname(os.path.abspath(__file__)), 'common.py'))
-common = importlib.util.module_from_spec(_found)
-_found.loader.exec_module(common)
+# Loaded by path: ml_collections loads config files outside any package (see common.py).
+_HERE = os.path.dirname(os.path.abspath(__file__))
+common = types.SimpleNamespace(**runpy.run_path(os.path.join(_HERE, 'common.py')))
 
 Row = common.Row
 ROWS = {
@@ -58,8 +40,9 @@ ROWS = {
     'wrn36_5': Row('wrn', {'depth': 36, 'widen_factor': 5}, '37.6'),
 }
 
+__doc__ = common.with_commands(__doc__, 'imagenet64.py', ROWS,
+                               [f'imagenet64_{row}' for row in ROWS])
+
 
 def get_config(arg: str | None = None):
-  row = common.pick(ROWS, arg, 'imagenet64.py')
-  return common.imagenet64(row.model, common.paper_millions(row.paper_params_m),
-                           **row.model_kwargs)
+  return common.row_config('imagenet64', ROWS, arg, 'imagenet64.py')
