@@ -9,9 +9,10 @@ Names and hyperparameters:
 * ``resnext29`` / ``resnext38`` / ``resnext50`` / ``resnext101``: ``cardinality`` (1),
   ``base_width`` (64; 1 x 64d is ResNet), ``num_classes`` (10 for 29, else 1000), ``dtype``,
   ``conv``, ``stage_outputs`` (per-stage outputs, default 256, 512, ...), ``stem_channels``
-  (64), ``layers`` ('fast', the default: ce_jax.models.layers; 'stock': flax's layers).
+  (64), ``layers`` ('fast', the default: ce_jax.models.layers; 'stock': flax's layers; or a
+  ``(conv, batch_norm)`` pair of module classes).
 * ``wrn``: ``depth`` (28), ``widen_factor`` (10), ``num_classes`` (1000), ``num_stages``
-  (inferred from depth), ``dtype``, ``conv``.
+  (inferred from depth), ``dtype``, ``conv``, ``layers`` (as for ResNeXt).
 * ``dense``: :class:`ce_jax.models.dense.DenseMember` (``widths``, ``num_outputs``).
 * ``dense_ensemble``: :class:`ce_jax.models.dense.DenseEnsemble` (``m``, ``widths``,
   ``num_outputs``).
@@ -42,7 +43,7 @@ def _wrn(**kw):
   return wrn.WideResNet(**kw)
 
 
-_wrn.keys = ('depth', 'widen_factor', 'num_classes', 'num_stages', 'dtype', 'conv')
+_wrn.keys = ('depth', 'widen_factor', 'num_classes', 'num_stages', 'dtype', 'conv', 'layers')
 
 
 def _dense(**kw):

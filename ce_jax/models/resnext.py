@@ -52,9 +52,19 @@ conv_init = nn.initializers.variance_scaling(2.0, 'fan_in', 'normal')
 LAYERS = ('fast', 'stock')
 
 
-def layer_modules(layers: str = 'fast') -> tuple[ModuleDef, ModuleDef]:
-  """``(conv, batch_norm)`` modules: 'fast' (ce_jax.models.layers) or 'stock' (flax)."""
-  _validate.choice('layers', layers, LAYERS)
+def layer_modules(layers: Any = 'fast') -> tuple[ModuleDef, ModuleDef]:
+  """``(conv, batch_norm)`` module classes a model family builds with (ResNeXt, WRN).
+
+  ``layers``: ``'fast'`` (:class:`ce_jax.models.layers.GroupedConv`,
+  :class:`~ce_jax.models.layers.FastBatchNorm`), ``'stock'`` (``nn.Conv``, ``nn.BatchNorm``), or
+  a ``(conv, batch_norm)`` pair of your own, called with ``nn.Conv`` / ``nn.BatchNorm``'s fields.
+  One-line ValueError for anything else.
+  """
+  if isinstance(layers, tuple) and len(layers) == 2 and all(map(callable, layers)):
+    return layers
+  if not isinstance(layers, str) or layers not in LAYERS:
+    raise ValueError(f'layers must be one of {", ".join(LAYERS)} or a (conv, batch_norm) pair '
+                     f'of module classes; got {layers!r}')
   if layers == 'stock':
     return nn.Conv, nn.BatchNorm
   from ce_jax.models import layers as fast  # pylint: disable=g-import-not-at-top
@@ -139,8 +149,9 @@ class ResNeXt(nn.Module):
     conv: convolution module (``nn.Conv`` layout) overriding ``layers``' choice.
     layers: 'fast' (default: :class:`ce_jax.models.layers.GroupedConv` and
       :class:`~ce_jax.models.layers.FastBatchNorm`, same parameters and numerics as flax's,
-      fast grouped kernel gradients on XLA:CPU, docs/PERFORMANCE.md) or 'stock'
-      (``nn.Conv(feature_group_count=C)`` and ``nn.BatchNorm``).
+      fast grouped kernel gradients on XLA:CPU, docs/PERFORMANCE.md), 'stock'
+      (``nn.Conv(feature_group_count=C)`` and ``nn.BatchNorm``), or a ``(conv, batch_norm)``
+      pair of module classes (:func:`layer_modules`).
   """
   stage_sizes: Sequence[int]
   stage_outputs: Sequence[int]
@@ -151,10 +162,10 @@ class ResNeXt(nn.Module):
   stem_channels: int = 64
   dtype: Any = jnp.float32
   conv: ModuleDef | None = None
-  layers: str = 'fast'
+  layers: Any = 'fast'
 
   def __post_init__(self):
-    _validate.choice('layers', self.layers, LAYERS)
+    layer_modules(self.layers)
     validate_config(self.stage_sizes, self.stage_outputs, self.cardinality, self.base_width,
                     self.num_classes, self.stem, self.stem_channels)
     super().__post_init__()
@@ -195,7 +206,7 @@ def default_num_classes(name: str) -> int:
 
 def resnext(name: str, cardinality: int = 1, base_width: int = 64, num_classes: int | None = None,
             dtype: Any = jnp.float32, conv: ModuleDef | None = None, stage_outputs=None,
-            stem_channels: int = 64, layers: str = 'fast') -> ResNeXt:
+            stem_channels: int = 64, layers: Any = 'fast') -> ResNeXt:
   """Builds one of ``ARCHITECTURES`` (``num_classes`` default: 10 for 29, 1000 otherwise)."""
   _validate.choice('model', name, ARCHITECTURES)
   sizes, outputs, stem = ARCHITECTURES[name]

@@ -16,8 +16,11 @@ Architecture (pre-activation basic blocks, no conv biases, He-normal fan-in init
 
 ``num_stages`` defaults to 3 when ``(depth - 4) % 6 == 0`` (WRN-28) and to 4 when
 ``(depth - 4) % 8 == 0`` otherwise (WRN-36: 4 stages of 4 blocks, the 64x64 network).
-Inputs ``(batch, H, W, 3)``; logits ``(batch, num_classes)``. ``conv`` is swappable as in
-:mod:`ce_jax.models.resnext`.
+Inputs ``(batch, H, W, 3)``; logits ``(batch, num_classes)``. Layers are chosen as in
+:mod:`ce_jax.models.resnext`: ``layers='fast'`` (default: :class:`ce_jax.models.layers.GroupedConv`
+and :class:`~ce_jax.models.layers.FastBatchNorm`), ``'stock'`` (``nn.Conv``, ``nn.BatchNorm``) or
+a ``(conv, batch_norm)`` pair; ``conv`` overrides the convolution of that choice. The variables
+(names, shapes, initialization) are the same whichever layers build the network.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from ce_jax import _validate
-from ce_jax.models.resnext import ModuleDef, conv_init
+from ce_jax.models.resnext import ModuleDef, conv_init, layer_modules
 
 
 def wrn_stages(depth: int, num_stages: int | None = None) -> tuple[int, int]:
@@ -73,15 +76,26 @@ class WideBasicBlock(nn.Module):
 
 
 class WideResNet(nn.Module):
-  """WRN-``depth``-``widen_factor``; see the module docstring."""
+  """WRN-``depth``-``widen_factor``; see the module docstring.
+
+  Attributes:
+    depth, widen_factor, num_stages: the architecture (:func:`wrn_stages`).
+    num_classes: classifier outputs.
+    dtype: computation dtype (parameters stay float32).
+    conv: convolution module (``nn.Conv`` layout) overriding ``layers``' choice.
+    layers: 'fast' (default), 'stock' or a ``(conv, batch_norm)`` pair, as
+      :func:`ce_jax.models.resnext.layer_modules`.
+  """
   depth: int = 28
   widen_factor: int = 10
   num_classes: int = 1000
   num_stages: int | None = None
   dtype: Any = jnp.float32
-  conv: ModuleDef = nn.Conv
+  conv: ModuleDef | None = None
+  layers: Any = 'fast'
 
   def __post_init__(self):
+    layer_modules(self.layers)
     wrn_stages(self.depth, self.num_stages)
     _validate.positive_int('widen_factor', self.widen_factor)
     _validate.positive_int('num_classes', self.num_classes)
@@ -90,17 +104,19 @@ class WideResNet(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     num_stages, blocks = wrn_stages(self.depth, self.num_stages)
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
+    default_conv, batch_norm = layer_modules(self.layers)
+    conv = self.conv or default_conv
+    norm = functools.partial(batch_norm, use_running_average=not train, momentum=0.9,
                              use_fast_variance=False,
                              epsilon=1e-5, dtype=self.dtype)
     x = jnp.asarray(x, self.dtype)
-    x = self.conv(16, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, kernel_init=conv_init,
-                  dtype=self.dtype, name='stem_conv')(x)
+    x = conv(16, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, kernel_init=conv_init,
+             dtype=self.dtype, name='stem_conv')(x)
     for i in range(num_stages):
       out = 16 * (2 ** i) * self.widen_factor
       for j in range(blocks):
         strides = 2 if (i > 0 and j == 0) else 1
-        x = WideBasicBlock(out_channels=out, strides=strides, conv=self.conv, norm=norm,
+        x = WideBasicBlock(out_channels=out, strides=strides, conv=conv, norm=norm,
                            dtype=self.dtype, name=f'stage{i + 1}_block{j + 1}')(x)
     x = nn.relu(norm(name='final_bn')(x))
     x = jnp.mean(x, axis=(1, 2))

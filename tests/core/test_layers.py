@@ -273,7 +273,8 @@ def test_resnext_defaults_to_fast_layers_with_stock_numerics():
     _close(a, b, 1e-4, 'running statistics')
   _close(fast.apply(v, x), stock.apply(v, x), 1e-4, 'eval-mode logits')
   assert registry.get('resnext29', layers='stock', **kw).layers == 'stock'
-  with pytest.raises(ValueError, match="layers must be one of fast, stock; got 'slow'"):
+  with pytest.raises(ValueError, match="layers must be one of fast, stock or a .conv, "
+                     "batch_norm. pair of module classes; got 'slow'"):
     resnext.ResNeXt29(layers='slow', **kw)
 
 
@@ -304,6 +305,83 @@ def test_grouped_conv_runs_what_choose_impl_decides(monkeypatch):
   ref = nn.Conv(6, (3, 3), kernel_dilation=2, padding='SAME', feature_group_count=3)
   p = ref.init(jax.random.PRNGKey(2), x)
   _close(conv.apply(p, x), ref.apply(p, x), 2e-5, 'dilated output')
+
+
+def _counting_layers():
+  """A (conv, batch_norm) pair that records every call (same computation as the fast pair)."""
+  calls = []
+
+  class CountingConv(GroupedConv):
+    def __call__(self, x):
+      calls.append(('conv', self.name))
+      return super().__call__(x)
+
+  class CountingBatchNorm(FastBatchNorm):
+    def __call__(self, x, use_running_average=None):
+      calls.append(('bn', self.name))
+      return super().__call__(x, use_running_average)
+
+  return (CountingConv, CountingBatchNorm), calls
+
+
+def test_wrn_honours_layers():
+  from ce_jax.models import registry, wrn
+  kw = dict(depth=10, widen_factor=1, num_classes=3)
+  x = jax.random.normal(jax.random.PRNGKey(0), (4, 8, 8, 3))
+  fast, stock = wrn.WideResNet(**kw), wrn.WideResNet(layers='stock', **kw)
+  pair, calls = _counting_layers()
+  custom = registry.get('wrn', layers=pair, **kw)
+  assert fast.layers == 'fast' and custom.layers == pair
+  v = stock.init(jax.random.PRNGKey(1), x)
+  for model in (fast, custom):   # the same variables (names, shapes, values) whatever the layers
+    v2 = model.init(jax.random.PRNGKey(1), x)
+    assert jax.tree_util.tree_structure(v2) == jax.tree_util.tree_structure(v)
+    for a, b in zip(jax.tree_util.tree_leaves(v2), jax.tree_util.tree_leaves(v)):
+      assert a.shape == b.shape and bool(jnp.all(a == b))
+  # Which modules ran: 1 stem + 2 per block + 2 shortcuts (stages 2, 3); 2 BN per block + final.
+  block = [('bn', 'bn1'), ('conv', 'conv1'), ('bn', 'bn2'), ('conv', 'conv2')]
+  expected = ([('conv', 'stem_conv')] + block + (block + [('conv', 'shortcut_conv')]) * 2
+              + [('bn', 'final_bn')])
+  assert calls == expected
+  del calls[:]
+  out_c, st_c = custom.apply(v, x, train=True, mutable=['batch_stats'])
+  assert calls == expected
+  out_f, st_f = fast.apply(v, x, train=True, mutable=['batch_stats'])
+  out_s, st_s = stock.apply(v, x, train=True, mutable=['batch_stats'])
+  np.testing.assert_array_equal(np.asarray(out_c), np.asarray(out_f))   # same computation
+  _close(out_f, out_s, 1e-4, 'train-mode logits (fast vs stock)')
+  for a, b, c in zip(*(jax.tree_util.tree_leaves(t) for t in (st_c, st_f, st_s))):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    _close(b, c, 1e-4, 'running statistics')
+  _close(fast.apply(v, x), stock.apply(v, x), 1e-4, 'eval-mode logits')
+  # The fast layers are what ran by default: GroupedConv's calls in the jaxpr (oneDNN or XLA).
+  jaxpr = str(jax.make_jaxpr(lambda v: fast.apply(v, x))(v))
+  assert ('ce_onednn_conv_fwd' in jaxpr) == onednn.available()
+  # conv= overrides the convolution of the choice; the BatchNorm stays layers'.
+  pair2, calls2 = _counting_layers()
+  wrn.WideResNet(conv=nn.Conv, layers=pair2, **kw).init(jax.random.PRNGKey(1), x)
+  assert calls2 == [c for c in expected if c[0] == 'bn']
+  assert registry.get('wrn', layers='stock', **kw).layers == 'stock'
+  with pytest.raises(ValueError, match=r"layers must be one of fast, stock or a .* got 'slow'"):
+    registry.get('wrn', layers='slow', **kw)
+  with pytest.raises(ValueError, match=r'layers must be one of .* got \(1, 2\)'):
+    wrn.WideResNet(layers=(1, 2), **kw)
+
+
+def test_resnext_takes_a_layers_pair():
+  from ce_jax.models import resnext
+  kw = dict(cardinality=2, base_width=64, num_classes=3, stage_outputs=(8, 16, 32),
+            stem_channels=8)
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 3))
+  pair, calls = _counting_layers()
+  custom, fast = resnext.ResNeXt29(layers=pair, **kw), resnext.ResNeXt29(**kw)
+  v = fast.init(jax.random.PRNGKey(1), x)
+  v2 = custom.init(jax.random.PRNGKey(1), x)
+  assert jax.tree_util.tree_structure(v2) == jax.tree_util.tree_structure(v)
+  # 1 stem + 9 blocks x 3 convs + 2 shortcuts (stages 2, 3; stage 1 keeps 8 channels); as many
+  # BatchNorms.
+  assert sum(c[0] == 'conv' for c in calls) == sum(c[0] == 'bn' for c in calls) == 30
+  np.testing.assert_array_equal(np.asarray(custom.apply(v, x)), np.asarray(fast.apply(v, x)))
 
 
 @pytest.mark.parametrize('module', ['fast', 'stock'])
