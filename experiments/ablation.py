@@ -66,8 +66,7 @@ def _finite_or_none(x):
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise ValueError(f'unexpected positional arguments: {argv[1:]}')
+  del argv  # positional arguments are a usage error (cli.run_main)
   from ce_jax import _validate  # pylint: disable=g-import-not-at-top
   from ce_jax.studies import ablation  # pylint: disable=g-import-not-at-top
   from ce_jax.training import input_pipeline  # pylint: disable=g-import-not-at-top

@@ -25,8 +25,7 @@ flags.DEFINE_string('json_out', None, 'write the results here (JSON)')
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise ValueError(f'unexpected arguments: {" ".join(argv[1:])}')
+  del argv  # positional arguments are a usage error (cli.run_main)
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from ce_jax import _validate  # pylint: disable=g-import-not-at-top

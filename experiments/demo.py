@@ -153,8 +153,7 @@ def format_models(models):
 def main(argv):
   pylogging.getLogger('absl').setLevel(pylogging.WARNING)
   pylogging.getLogger('jax._src.xla_bridge').setLevel(pylogging.WARNING)
-  if len(argv) > 1:
-    raise ValueError(f'unexpected arguments: {" ".join(argv[1:])}')
+  del argv  # positional arguments are a usage error (cli.run_main)
   if FLAGS.quick:  # only where the user did not give the flag
     for name, value in QUICK.items():
       if not FLAGS[name].present:

@@ -245,8 +245,7 @@ def resolve_alpha():
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise ValueError(f'unexpected arguments: {" ".join(argv[1:])}')
+  del argv  # positional arguments are a usage error (cli.run_main)
   import logging  # pylint: disable=g-import-not-at-top
   logging.getLogger('jax._src.xla_bridge').setLevel(logging.WARNING)
   import jax  # pylint: disable=g-import-not-at-top

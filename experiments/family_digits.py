@@ -240,8 +240,7 @@ def format_models(models):
 def main(argv):
   pylogging.getLogger('absl').setLevel(pylogging.WARNING)
   pylogging.getLogger('jax._src.xla_bridge').setLevel(pylogging.WARNING)
-  if len(argv) > 1:
-    raise ValueError(f'unexpected arguments: {" ".join(argv[1:])}')
+  del argv  # positional arguments are a usage error (cli.run_main)
   from ce_jax.training import input_pipeline
   d_model = _validate.positive_int('d_model', FLAGS.d_model)
   blocks = _validate.positive_int('blocks', FLAGS.blocks)

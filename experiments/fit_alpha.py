@@ -52,8 +52,7 @@ def _finite_or_none(v):
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise ValueError(f'unexpected positional arguments: {argv[1:]}')
+  del argv  # positional arguments are a usage error (cli.run_main)
   import jax  # pylint: disable=g-import-not-at-top
   from ce_jax import _validate  # pylint: disable=g-import-not-at-top
   from ce_jax.studies import plotting

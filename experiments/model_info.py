@@ -105,8 +105,7 @@ def _group(scope: str) -> str:
 
 def main(argv):
   logging.getLogger('jax._src.xla_bridge').setLevel(logging.WARNING)
-  if len(argv) > 1:
-    raise ValueError(f'unexpected arguments: {" ".join(argv[1:])}')
+  del argv  # positional arguments are a usage error (cli.run_main)
   if not FLAGS.model:
     raise ValueError(f'--model is required; valid names: {", ".join(registry.names())}')
   model, x, kw, hp, size = build(FLAGS.model)

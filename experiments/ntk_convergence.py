@@ -42,8 +42,7 @@ flags.DEFINE_string('plot_out', None, 'write a PNG like Fig. 2b here')
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise ValueError(f'unexpected positional arguments: {argv[1:]}')
+  del argv  # positional arguments are a usage error (cli.run_main)
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from ce_jax import _validate  # pylint: disable=g-import-not-at-top

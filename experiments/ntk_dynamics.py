@@ -48,8 +48,7 @@ flags.DEFINE_string('plot_out', None, 'write the figure (PNG) here')
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise ValueError(f'unexpected positional arguments: {argv[1:]}')
+  del argv  # positional arguments are a usage error (cli.run_main)
   from ce_jax import _validate  # pylint: disable=g-import-not-at-top
   from ce_jax.studies import plotting
   from ce_jax.studies import dynamics

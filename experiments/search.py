@@ -120,8 +120,7 @@ def build_problem() -> solver.Problem:
 
 def main(argv):
   logging.getLogger('jax._src.xla_bridge').setLevel(logging.WARNING)
-  if len(argv) > 1:
-    raise ValueError(f'unexpected arguments: {" ".join(argv[1:])}')
+  del argv  # positional arguments are a usage error (cli.run_main)
   alpha, alpha_stderr, intercept, covariance = resolve_alpha()
   result = solver.solve(build_problem(), alpha, alpha_stderr, intercept=intercept,
                         covariance=covariance)

@@ -39,8 +39,7 @@ flags.DEFINE_integer('process_id', None, 'This process (0 .. num_processes - 1).
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise ValueError(f'unexpected arguments: {" ".join(argv[1:])}')
+  del argv  # positional arguments are a usage error (cli.run_main)
   if FLAGS.config is None:
     raise ValueError('--config is required (e.g. --config=experiments/configs/digits.py)')
   if not FLAGS.workdir:

@@ -463,8 +463,6 @@ def run_main(main: Callable[[list[str]], Any], *, check_output_paths: bool = Tru
   output-path flag (:func:`check_outputs`) before ``main`` runs. ``allow_args``: positional
   arguments reach ``main``; by default they are a usage error.
   """
-
-
   quiet_native_logs()
   if _argv_verbosity(sys.argv) < 1:
     _QUIET[0] = True
