@@ -41,6 +41,7 @@ import jax
 import numpy as np
 
 from ce_jax import _validate
+from ce_jax.design import blocks
 from ce_jax.models import resnext
 
 
@@ -166,6 +167,12 @@ def register_flop_rule(primitive: str, rule: FlopRule, *, target: str | None = N
 def flop_rule(primitive: str, target: str | None = None) -> tuple[str, FlopRule] | None:
   """The ``(kind, rule)`` registered for ``(primitive, target)``, or None."""
   return _FLOP_RULES.get((primitive, target))
+
+
+def flop_kind(eqn) -> str | None:
+  """``'conv'`` / ``'dense'`` for an equation with a FLOP rule (by primitive and target), else None."""
+  found = _rule_for(eqn)
+  return None if found is None else found[0]
 
 
 def _rule_for(eqn) -> tuple[str, FlopRule] | None:
@@ -350,12 +357,8 @@ def resnext_flops(name: str, cardinality, base_width: int, num_classes: int | No
 
 def dense_params(input_dim: int, widths: Sequence[int], num_outputs: int = 1, m: int = 1) -> int:
   """Parameters of a dense collegial ensemble of ``m`` members with hidden ``widths`` (no bias)."""
-  input_dim = _validate.positive_int('input_dim', input_dim)
-  widths = _validate.int_list('widths', widths)
-  num_outputs = _validate.positive_int('num_outputs', num_outputs)
   m = _validate.positive_int('m', m)
-  dims = (input_dim,) + tuple(widths) + (num_outputs,)
-  return int(m * sum(a * b for a, b in zip(dims[:-1], dims[1:])))
+  return m * blocks.dense_member_params(input_dim, widths, num_outputs)
 
 
 def dense_flops(input_dim: int, widths: Sequence[int], num_outputs: int = 1, m: int = 1) -> int:

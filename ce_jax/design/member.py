@@ -58,6 +58,7 @@ import numpy as np
 
 from ce_jax import _validate
 from ce_jax.models import layers as _layers
+from ce_jax.models.native import onednn
 
 FAN_IN_CONVENTIONS = ('channels', 'kernel')
 READOUTS = ('center',)
@@ -250,7 +251,7 @@ _WEIGHT_PRIMS = ('dot_general', 'conv_general_dilated')
 
 
 def _is_onednn(e) -> bool:
-  return e.primitive.name == 'ffi_call' and e.params.get('target_name') == 'ce_onednn_conv_fwd'
+  return e.primitive.name == 'ffi_call' and e.params.get('target_name') == onednn.FORWARD_TARGET
 
 
 def _open(j):

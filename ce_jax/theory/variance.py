@@ -39,6 +39,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from ce_jax import _validate
+from ce_jax.design import accounting
 from ce_jax.models import dense
 from ce_jax.models.bottleneck import NTKBottleneck
 from ce_jax.theory import ntk
@@ -111,8 +112,7 @@ def _compiled_chunk(sample_fn: SampleFn, chunk_size: int):
 
 def _has_convolution(jaxpr) -> bool:
   for e in jaxpr.eqns:
-    if e.primitive.name == 'conv_general_dilated' or (
-        e.primitive.name == 'ffi_call' and 'conv' in str(e.params.get('target_name', ''))):
+    if accounting.flop_kind(e) == 'conv':   # stock or oneDNN (its registered FLOP rule)
       return True
     for p in e.params.values():
       for v in (p if isinstance(p, (tuple, list)) else (p,)):

@@ -59,6 +59,7 @@ import numpy as np
 from ce_jax.design import accounting
 
 SOURCE = pathlib.Path(__file__).parent / 'csrc' / 'onednn_conv.cc'
+FORWARD_TARGET = 'ce_onednn_conv_fwd'   # the forward call: (x, w) -> y, kernel HWIO
 TARGETS = {
     'ce_onednn_conv_fwd': 'CeOnednnConvFwd',
     'ce_onednn_conv_bwd_data': 'CeOnednnConvBwdData',
@@ -346,7 +347,7 @@ def conv_forward(x, w, strides, padding, groups: int):
   x: ``(N, *S, G*ci)`` float32; w: ``(*K, ci, G*co)``; returns ``(N, *So, G*co)``.
   """
   out = jax.ShapeDtypeStruct(output_shape(x.shape, w.shape, strides, padding), jnp.float32)
-  return jax.ffi.ffi_call('ce_onednn_conv_fwd', out, vmap_method='sequential')(
+  return jax.ffi.ffi_call(FORWARD_TARGET, out, vmap_method='sequential')(
       x, w, **_attrs(strides, padding, groups))
 
 
