@@ -1,6 +1,6 @@
 """The table of bad inputs: every binary in ``experiments/`` and the main public functions.
 
-Shared by ``tests/test_bad_inputs.py`` (each case must be a clear one-line error) and the audit
+Shared by ``tests/experiments/test_bad_inputs.py`` (each case must be a clear one-line error) and the audit
 ``python -m tests.audit_inputs`` (classifies every case, whatever happens). A binary case runs
 the binary as a user would, in a fresh directory holding a few fixture files, and is
 

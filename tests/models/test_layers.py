@@ -131,7 +131,7 @@ def test_grouped_conv_in_resnext_same_tree_and_gradients():
 
 def test_choose_impl_rule_and_validation():
   # With the oneDNN extension (main suite) float32 CPU convolutions go to it; without it (the
-  # compat stack has no oneDNN) the XLA rule applies. tests/test_onednn.py checks the former.
+  # compat stack has no oneDNN) the XLA rule applies. tests/models/test_onednn.py checks the former.
   fast = onednn.available()
   assert layers.choose_impl(1, 'cpu') == ('onednn' if fast else 'stock')
   assert layers.choose_impl(4, 'cpu') == ('onednn' if fast else 'loop')
