@@ -1,7 +1,7 @@
 """pytest plugin: per-test wall and CPU time and JAX compile events, written as JSON.
 
     PYTHONPATH=experiments COMPILE_PROFILE_OUT=prof.json \
-      .venv/bin/python -m pytest -q -p pytest_compile_profile tests/core
+      .venv/bin/python -m pytest -q -p pytest_compile_profile tests/theory tests/design tests/models
 
 Records, for every test, its wall and CPU time (``time.process_time``: all threads of this
 process) and the count and total duration of each ``jax.monitoring`` event whose name mentions

@@ -2,7 +2,7 @@
 
     .venv/bin/python notebooks/make_notebooks.py
 
-The notebooks call the library only; tests/test_notebooks.py executes every one of them.
+The notebooks call the library only; tests/experiments/test_notebooks.py executes every one of them.
 """
 
 import os

@@ -4,7 +4,7 @@
 #   1. a venv with the tested stack (requirements/py311.txt), JAX's CUDA plugin of the same
 #      version and torch with CUDA;
 #   2. which convolution path GroupedConv picks on the GPU, timed against the other paths;
-#   3. the test suite's fast subset (tests/core, not the slow end-to-end tests) on the GPU;
+#   3. the test suite's fast subset (tests/theory, tests/design, tests/models: the library, not the binaries) on the GPU;
 #   4. the convolution, training-step (torch eager, and torch.compile on two designs) and NTK
 #      benchmarks, torch on the same GPU.
 # Everything lands in OUT (default runs/gpu_check) as JSON and text; summary.json says which
@@ -12,7 +12,7 @@
 #
 #   bash scripts/gpu_check.sh [OUT]
 #
-# GPU_CHECK_TESTS overrides the test selection (default tests/core). GPU_CHECK_ON_CPU=1 runs
+# GPU_CHECK_TESTS overrides the test selection (default tests/theory tests/design tests/models). GPU_CHECK_ON_CPU=1 runs
 # the same steps on a CPU machine against an existing venv (GPU_VENV,
 # torch on the CPU, no install): a check of the script itself, not of a GPU.
 set -uo pipefail
@@ -91,7 +91,7 @@ json.dump({'backend': jax.default_backend(), 'devices': [str(d) for d in jax.dev
            'designs': rows}, open(sys.argv[1], 'w'), indent=1)
 PY
 step tests 120 "$BIN/python" -m pytest -q -p no:cacheprovider -m 'not slow and not nt' \
-  ${GPU_CHECK_TESTS:-tests/core} --junitxml="$OUT/tests.xml"
+  ${GPU_CHECK_TESTS:-tests/theory tests/design tests/models} --junitxml="$OUT/tests.xml"
 step bench_conv 40 "$BIN/python" experiments/benchmark_conv.py --torch_device=$DEVICE --reps=10 \
   --json_out="$OUT/bench_conv.json"
 step bench_train 60 "$BIN/python" experiments/benchmark_train.py --torch_device=$DEVICE --reps=10 \

@@ -18,7 +18,7 @@ of tracing):
   Elementwise work (BatchNorm, ReLU, adds, pooling) has no rule and is not counted, as is
   customary. FLOPs are for the inputs given: pass a batch of 1 for per-example FLOPs.
 
-Closed forms (checked against the module-derived counts in ``tests/core/test_accounting.py``):
+Closed forms (checked against the module-derived counts in ``tests/design/test_accounting.py``):
 
 * :func:`bottleneck_path_flops`: FLOPs of ONE bottleneck path of width n (1x1 in->n at the input
   resolution, 3x3 n->n and 1x1 n->out at the output resolution)::

@@ -27,7 +27,7 @@ The samplers here are for the library's NTK-parameterized modules (N(0, 1) weigh
 at ONE input; :func:`sampler_for` picks one for a module when it applies
 (:func:`ce_jax.theory.alpha.member_sampler` and :func:`ce_jax.theory.alpha.estimate_alpha` use it by
 default). The draws differ from the full-weight samplers', the law does not (tested against
-them in ``tests/core``).
+them in ``tests/theory/test_conditional.py``).
 
 **Several widths in one program.** A sampler takes a LIST of widths and returns
 ``key -> (len(widths),)``, the entry of each width from the same trial key, in one small

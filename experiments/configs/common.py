@@ -2,7 +2,7 @@
 
 ``cifar_resnext29.py``, ``imagenet32.py``, ``imagenet64.py`` and ``imagenet.py`` each hold a
 ``ROWS`` table of the paper's designs with the parameter counts the paper prints
-(``tests/test_configs.py`` checks the models against them) and build their configs with one of
+(``tests/experiments/test_configs.py`` checks the models against them) and build their configs with one of
 these recipes; the row is the config argument (``--config=experiments/configs/imagenet64.py:ROW``).
 
 ml_collections' ``--config=FILE.py`` loads a config file from its path, outside any package, so
@@ -26,7 +26,7 @@ default = types.SimpleNamespace(**runpy.run_path(os.path.join(_HERE, 'default.py
 class Row(NamedTuple):
   """One row of a paper table: a ``ce_jax.models.registry`` name, its hyperparameters and the
   parameter count the paper prints (millions, as printed: ``'37.50'``, whose decimals set how
-  closely ``tests/test_configs.py`` matches the model's count), None where it prints none."""
+  closely ``tests/experiments/test_configs.py`` matches the model's count), None where it prints none."""
   model: str
   model_kwargs: dict
   paper_params_m: str | None

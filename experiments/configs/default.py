@@ -28,7 +28,7 @@ Keys (see docs/TRAINING.md):
     (relative) of chance ln(num_classes) or above, warns; with fail_on_no_progress it fails
     (exit code 1).
   paper_params_m: the parameter count (millions) the paper reports for this row (from the
-    config file's ROWS table, checked by tests/test_configs.py), None where it reports none.
+    config file's ROWS table, checked by tests/experiments/test_configs.py), None where it reports none.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ The recipe is ``common.RECIPES['imagenet']``
 (batch 256, lr 0.1, wd 1e-4, 100 epochs, /10 at 30, 60 and
 90). ``ROWS`` holds each row's model and its parameter count: the baselines' are torchvision's
 (ResNeXt-101 32x4d: the reference implementation's); the text gives none for 4x16d and 12x10d
-(``tests/test_configs.py`` checks those against an independent closed-form count).
+(``tests/experiments/test_configs.py`` checks those against an independent closed-form count).
 """
 
 from __future__ import annotations
