@@ -19,9 +19,10 @@ plus :mod:`ce_jax.tools` (command-line plumbing, workdir guards, benchmark recor
 The entry points most programs need are re-exported here (also lazily)::
 
     import ce_jax
-    kernel_fn = ce_jax.ensemble_ntk_fn(member_apply)        # theory.ntk
-    est = ce_jax.estimate_alpha(member, widths=...)          # theory.alpha
-    result = ce_jax.solve(ce_jax.member_problem(member, 64), est.alpha)   # design.solver
+    kernel_fn = ce_jax.ensemble_ntk_fn(member_apply)          # theory.ntk
+    m = ce_jax.Member(MyBlock, input_shape=(8, 8, 64))         # design.member: any Flax block
+    est = ce_jax.estimate_alpha(m, trials=1000)                # theory.alpha: Algorithm 1
+    r = ce_jax.solve(ce_jax.member_problem(m, baseline_width=256), est.fit.alpha)  # design.solver
     model = ce_jax.models.get('resnext29', cardinality=37, base_width=10)
 
 The flat module paths of version 0.1 (``ce_jax.ntk``, ``ce_jax.solver``, ...) still import, as
