@@ -146,117 +146,100 @@ def _common(binary: str, int_flag: str, *required: str, outputs=('json_out',)):
   return cases
 
 
+def _each(binary: str, *args: str, before: Sequence[str] = (), after: Sequence[str] = (),
+          dashes: bool = False, quoted: bool = False) -> list[BinaryCase]:
+  """One case per ``--flag=value`` of ``args`` (between ``before`` and ``after``) whose error
+  must name the flag and the value: ``flag`` (``--flag`` with ``dashes``; for
+  ``--config.key=value`` the key) and ``value`` (``'value'`` with ``quoted``, as a bad choice
+  is named)."""
+  cases = []
+  for arg in args:
+    flag, value = arg[2:].split('=', 1)
+    flag = f'--{flag}' if dashes else flag.removeprefix('config.')
+    cases.append(B(binary, *before, arg, *after,
+                   expect=(flag, f"'{value}'" if quoted else value)))
+  return cases
+
+
 BINARY_CASES: list[BinaryCase] = []
 _add = BINARY_CASES.extend
 
 # fit_alpha ----------------------------------------------------------------------------------
 _add(_common('fit_alpha', 'trials', outputs=('json_out', 'plot_out')))
+_add(_each('fit_alpha', '--trials=1', '--trials=-5', '--widths=0', '--widths=4,x', '--depth=1',
+           '--chunk_size=0', '--intercept=maybe', dashes=True))
+_add(_each('fit_alpha', '--block=conv', '--fan_in_convention=fan',
+           '--input_distribution=uniform', '--sampler=fast', dashes=True, quoted=True))
 _add([
-    B('fit_alpha', '--trials=1', expect=('--trials', '1')),
-    B('fit_alpha', '--trials=-5', expect=('--trials', '-5')),
-    B('fit_alpha', '--widths=0', expect=('--widths', '0')),
-    B('fit_alpha', '--widths=4,x', expect=('--widths', '4,x')),
     B('fit_alpha', '--widths=', expect=('--widths',)),
     B('fit_alpha', '--widths=8,4,8', expect=('--widths', '8', 'twice')),
     B('fit_alpha', '--widths=8', expect=('2 widths', '8')),
-    B('fit_alpha', '--block=conv', expect=('--block', "'conv'")),
-    B('fit_alpha', '--fan_in_convention=fan', expect=('--fan_in_convention', "'fan'")),
-    B('fit_alpha', '--depth=1', expect=('--depth', '1')),
-    B('fit_alpha', '--input_distribution=uniform', expect=('--input_distribution', "'uniform'")),
-    B('fit_alpha', '--chunk_size=0', expect=('--chunk_size', '0')),
-    B('fit_alpha', '--sampler=fast', expect=('--sampler', "'fast'")),
     B('fit_alpha', '--widths=100000000', expect=('100000000',)),
     B('fit_alpha', '--json_out={tmp}/a.out', '--plot_out={tmp}/a.out',
       expect=('--json_out', '--plot_out', 'same file')),
-    B('fit_alpha', '--intercept=maybe', expect=('--intercept', 'maybe')),
 ])
 
 # search -------------------------------------------------------------------------------------
-_add(_common('search', 'width', '--alpha=1.6', outputs=('json_out', 'plot_out')))
+_ALPHA = ('--alpha=1.6',)
+_add(_common('search', 'width', *_ALPHA, outputs=('json_out', 'plot_out')))
+_add(_each('search', '--alpha=0', '--alpha=-1', '--alpha=nan', '--alpha=inf'))
+_add(_each('search', '--depth=1', '--width=0', '--input_dim=0', '--num_outputs=0',
+           '--max_width=0', '--max_width=1000000000', before=_ALPHA))
+_add(_each('search', '--baseline=vgg', '--efficiency=speed', before=_ALPHA, quoted=True))
+_add(_each('search', '--cardinality=0', '--base_width=-8', '--image_size=0',
+           before=(*_ALPHA, '--baseline=resnext29')))
+_add(_each('search', '--cost_model=path', '--fan_in_convention=fan',
+           before=(*_ALPHA, '--baseline=resnext29'), quoted=True))
+_add(_each('search', '--alpha_stderr=-0.1', before=_ALPHA, dashes=True))
 _add([
     B('search', expect=('--alpha', '--alpha_from')),
     B('search', '--alpha=abc', expect=('--alpha=abc',)),
-    B('search', '--alpha=0', expect=('alpha', '0')),
-    B('search', '--alpha=-1', expect=('alpha', '-1')),
-    B('search', '--alpha=nan', expect=('alpha', 'nan')),
-    B('search', '--alpha=inf', expect=('alpha', 'inf')),
-    B('search', '--alpha=1.6', '--alpha_stderr=-0.1', expect=('--alpha_stderr', '-0.1')),
     B('search', '--alpha_stderr=0.1', expect=('--alpha_stderr', '--alpha')),
-    B('search', '--alpha_from={tmp}/missing.json', expect=('--alpha_from', 'missing.json')),
-    B('search', '--alpha_from={tmp}/bad.json', expect=('--alpha_from', 'bad.json')),
-    B('search', '--alpha_from={tmp}/noalpha.json', expect=('noalpha.json', 'alpha')),
-    B('search', '--alpha_from={tmp}/negalpha.json', expect=('alpha', '-1')),
-    B('search', '--alpha_from={tmp}/stralpha.json', expect=('alpha', "'big'")),
-    B('search', '--alpha_from={tmp}/nanalpha.json', expect=('alpha', 'nan')),
-    B('search', '--alpha_from={tmp}/list.json', expect=('list.json', 'alpha')),
     B('search', '--alpha_from={tmp}', expect=('--alpha_from',)),
-    B('search', '--alpha=1.6', '--alpha_from={tmp}/noalpha.json',
-      expect=('--alpha', '--alpha_from')),
-    B('search', '--alpha=1.6', '--baseline=vgg', expect=('baseline', "'vgg'")),
-    B('search', '--alpha=1.6', '--depth=1', expect=('depth', '1')),
-    B('search', '--alpha=1.6', '--width=0', expect=('width', '0')),
-    B('search', '--alpha=1.6', '--input_dim=0', expect=('input_dim', '0')),
-    B('search', '--alpha=1.6', '--num_outputs=0', expect=('num_outputs', '0')),
-    B('search', '--alpha=1.6', '--widths=8,0', expect=('widths', '0')),
-    B('search', '--alpha=1.6', '--widths=8,x', expect=('widths', "'x'")),
-    B('search', '--alpha=1.6', '--max_width=0', expect=('max_width', '0')),
-    B('search', '--alpha=1.6', '--max_width=1000000000', expect=('max_width', '1000000000')),
-    B('search', '--alpha=1.6', '--efficiency=speed', expect=('efficiency', "'speed'")),
-    B('search', '--alpha=1.6', '--baseline=resnext29', '--cardinality=0',
-      expect=('cardinality', '0')),
-    B('search', '--alpha=1.6', '--baseline=resnext29', '--base_width=-8',
-      expect=('base_width', '-8')),
-    B('search', '--alpha=1.6', '--baseline=resnext29', '--image_size=0',
-      expect=('image_size', '0')),
-    B('search', '--alpha=1.6', '--baseline=resnext29', '--depth=4', expect=('--depth',)),
-    B('search', '--alpha=1.6', '--baseline=resnext29', '--cost_model=path',
-      expect=('cost_model', "'path'")),
-    B('search', '--alpha=1.6', '--baseline=resnext29', '--fan_in_convention=fan',
-      expect=('fan_in_convention', "'fan'")),
-    B('search', '--alpha=1.6', '--cardinality=2', expect=('--cardinality',)),
+    B('search', *_ALPHA, '--alpha_from={tmp}/noalpha.json', expect=('--alpha', '--alpha_from')),
+    B('search', *_ALPHA, '--widths=8,0', expect=('widths', '0')),
+    B('search', *_ALPHA, '--widths=8,x', expect=('widths', "'x'")),
+    B('search', *_ALPHA, '--baseline=resnext29', '--depth=4', expect=('--depth',)),
+    B('search', *_ALPHA, '--cardinality=2', expect=('--cardinality',)),
 ])
+# --alpha_from=FILE: the error names the file (a missing or unreadable one) or the bad alpha
+_add(B('search', f'--alpha_from={{tmp}}/{name}', expect=named) for name, named in (
+    ('missing.json', ('--alpha_from', 'missing.json')), ('bad.json', ('--alpha_from', 'bad.json')),
+    ('noalpha.json', ('noalpha.json', 'alpha')), ('negalpha.json', ('alpha', '-1')),
+    ('stralpha.json', ('alpha', "'big'")), ('nanalpha.json', ('alpha', 'nan')),
+    ('list.json', ('list.json', 'alpha'))))
 
 # design -------------------------------------------------------------------------------------
 _P = ('--preset=bottleneck', '--alpha=1.6', '--baseline_width=64')
 _add(_common('design', 'trials', *_P, outputs=('json_out', 'plot_out')))
+_add(_each('design', '--trials=1', '--baseline_m=0', '--max_width=0', '--chunk_size=0',
+           '--alpha_stderr=-1', '--alpha_intercept=nan', '--widths=0', before=_P, dashes=True))
+_add(_each('design', '--efficiency=speed', '--fan_in_convention=fan',
+           '--input_distribution=uniform', '--parameterization=mup', '--member_args=channels',
+           before=_P, dashes=True, quoted=True))
+_add(_each('design', '--baseline_width=0', before=_P[:2], dashes=True))
+_add(_each('design', '--baseline_width=a', before=_P[:2], dashes=True, quoted=True))
 _add([
-    B('design', '--alpha=1.6', '--baseline_width=64', expect=('--member', '--preset')),
-    B('design', '--preset=foo', '--alpha=1.6', '--baseline_width=64', expect=('--preset',
-                                                                             "'foo'")),
-    B('design', '--member=nocolon', '--alpha=1.6', '--baseline_width=64',
-      expect=('--member', "'nocolon'")),
-    B('design', '--member={tmp}/missing.py:f', '--input_shape=8', '--alpha=1.6',
-      '--baseline_width=64', expect=('--member', 'missing.py')),
-    B('design', '--member={tmp}/mymember.py:NOT_CALLABLE', '--input_shape=8', '--alpha=1.6',
-      '--baseline_width=64', expect=('--member', 'NOT_CALLABLE')),
-    B('design', '--member=ce_jax.design.presets:no_such_preset', '--alpha=1.6', '--baseline_width=64',
+    B('design', *_P[1:], expect=('--member', '--preset')),
+    B('design', '--preset=foo', *_P[1:], expect=('--preset', "'foo'")),
+    B('design', '--member=nocolon', *_P[1:], expect=('--member', "'nocolon'")),
+    B('design', '--member={tmp}/missing.py:f', '--input_shape=8', *_P[1:],
+      expect=('--member', 'missing.py')),
+    B('design', '--member={tmp}/mymember.py:NOT_CALLABLE', '--input_shape=8', *_P[1:],
+      expect=('--member', 'NOT_CALLABLE')),
+    B('design', '--member=ce_jax.design.presets:no_such_preset', *_P[1:],
       expect=('--member', "'no_such_preset'")),
-    B('design', '--member=no_such_module_xyz:f', '--alpha=1.6', '--baseline_width=64',
+    B('design', '--member=no_such_module_xyz:f', *_P[1:],
       expect=('--member', "'no_such_module_xyz'")),
-    B('design', '--preset=bottleneck', '--alpha=1.6', expect=('--baseline_width',)),
+    B('design', *_P[:2], expect=('--baseline_width',)),
     B('design', '--preset=bottleneck', '--alpha=0', '--baseline_width=64', expect=('--alpha',
                                                                                   '0')),
     B('design', '--preset=bottleneck', '--alpha=nan', '--baseline_width=64',
       expect=('--alpha', 'nan')),
-    B('design', *_P[:2], '--baseline_width=0', expect=('--baseline_width', '0')),
-    B('design', *_P[:2], '--baseline_width=a', expect=('--baseline_width', "'a'")),
-    B('design', *_P, '--trials=1', expect=('--trials', '1')),
-    B('design', *_P, '--baseline_m=0', expect=('--baseline_m', '0')),
-    B('design', *_P, '--efficiency=speed', expect=('--efficiency', "'speed'")),
-    B('design', *_P, '--fan_in_convention=fan', expect=('--fan_in_convention', "'fan'")),
-    B('design', *_P, '--input_distribution=uniform', expect=('--input_distribution',
-                                                             "'uniform'")),
-    B('design', *_P, '--parameterization=mup', expect=('--parameterization', "'mup'")),
-    B('design', *_P, '--max_width=0', expect=('--max_width', '0')),
-    B('design', *_P, '--chunk_size=0', expect=('--chunk_size', '0')),
-    B('design', *_P, '--alpha_stderr=-1', expect=('--alpha_stderr', '-1')),
-    B('design', *_P, '--alpha_intercept=nan', expect=('--alpha_intercept', 'nan')),
-    B('design', *_P, '--widths=0', expect=('--widths', '0')),
     B('design', '--preset=bottleneck', '--alpha_from={tmp}/bad.json', '--baseline_width=64',
       expect=('--alpha_from', 'bad.json')),
     B('design', '--preset=bottleneck', '--alpha_from={tmp}/negalpha.json',
       '--baseline_width=64', expect=('alpha', '-1')),
-    B('design', *_P, '--member_args=channels', expect=('--member_args', "'channels'")),
     B('design', *_P, '--member_args=no_such_arg=1', expect=('--member_args', "'no_such_arg'")),
     B('design', *_P, '--input_shape=8', expect=('--input_shape',)),
 ])
@@ -264,207 +247,138 @@ _add([
 # model_info ---------------------------------------------------------------------------------
 _R = ('--model=resnext29',)
 _add(_common('model_info', 'cardinality', *_R))
+_add(_each('model_info', '--cardinality=0', '--base_width=-1', '--num_classes=0',
+           '--image_size=0', '--image_size=-32', before=_R))
+_add(_each('model_info', '--depth=7', '--widen_factor=0', before=('--model=wrn',)))
+_add(_each('model_info', '--input_dim=0', '--num_outputs=0',
+           before=('--model=dense', '--widths=8')))
+_add(_each('model_info', '--m=0', before=('--model=dense_ensemble', '--widths=8')))
 _add([
     B('model_info', expect=('--model',)),
     B('model_info', '--model=vgg', expect=("'vgg'",)),
-    B('model_info', *_R, '--cardinality=0', expect=('cardinality', '0')),
-    B('model_info', *_R, '--base_width=-1', expect=('base_width', '-1')),
-    B('model_info', *_R, '--num_classes=0', expect=('num_classes', '0')),
-    B('model_info', *_R, '--image_size=0', expect=('image_size', '0')),
-    B('model_info', *_R, '--image_size=-32', expect=('image_size', '-32')),
     B('model_info', *_R, '--widths=8', expect=('--widths',)),
-    B('model_info', '--model=wrn', '--depth=7', expect=('depth', '7')),
-    B('model_info', '--model=wrn', '--widen_factor=0', expect=('widen_factor', '0')),
     B('model_info', '--model=dense', expect=('--widths',)),
     B('model_info', '--model=dense', '--widths=8,abc', expect=('widths', "'abc'")),
-    B('model_info', '--model=dense', '--widths=8', '--input_dim=0', expect=('input_dim', '0')),
-    B('model_info', '--model=dense', '--widths=8', '--num_outputs=0',
-      expect=('num_outputs', '0')),
-    B('model_info', '--model=dense_ensemble', '--widths=8', '--m=0', expect=('m', '0')),
 ])
 
 # ntk_convergence ----------------------------------------------------------------------------
 _add(_common('ntk_convergence', 'width', outputs=('json_out', 'plot_out')))
+_add(_each('ntk_convergence', '--depth=1', '--width=0', '--multiplicities=0', '--num_angles=1',
+           '--nmk_samples=1', '--nmk_width=0', '--chunk_size=0', dashes=True))
 _add([
-    B('ntk_convergence', '--depth=1', expect=('--depth', '1')),
-    B('ntk_convergence', '--width=0', expect=('--width', '0')),
-    B('ntk_convergence', '--multiplicities=0', expect=('--multiplicities', '0')),
     B('ntk_convergence', '--multiplicities=1,a', expect=('--multiplicities', "'a'")),
     B('ntk_convergence', '--multiplicities=10,10', expect=('--multiplicities', '10', 'twice')),
-    B('ntk_convergence', '--num_angles=1', expect=('--num_angles', '1')),
     B('ntk_convergence', '--num_angles=10000000000', expect=('10000000000',)),
-    B('ntk_convergence', '--nmk_samples=1', expect=('--nmk_samples', '1')),
-    B('ntk_convergence', '--nmk_width=0', expect=('--nmk_width', '0')),
-    B('ntk_convergence', '--chunk_size=0', expect=('--chunk_size', '0')),
     B('ntk_convergence', '--width=100000000', expect=('100000000',)),
 ])
 
 # ntk_dynamics -------------------------------------------------------------------------------
 _add(_common('ntk_dynamics', 'steps', outputs=('json_out', 'plot_out')))
-_add([
-    B('ntk_dynamics', '--ds=0', expect=('--ds', '0')),
-    B('ntk_dynamics', '--ds=4', expect=('--ds=4',)),
-    B('ntk_dynamics', '--fixed_width=0', expect=('--fixed_width', '0')),
-    B('ntk_dynamics', '--depth=1', expect=('--depth', '1')),
-    B('ntk_dynamics', '--steps=0', expect=('--steps', '0')),
-    B('ntk_dynamics', '--learning_rate=0', expect=('--learning_rate', '0')),
-    B('ntk_dynamics', '--learning_rate=nan', expect=('--learning_rate', 'nan')),
-    B('ntk_dynamics', '--num_train=0', expect=('--num_train', '0')),
-    B('ntk_dynamics', '--num_train=100000', expect=('num_train', '100000')),
-    B('ntk_dynamics', '--num_probe=1', expect=('--num_probe', '1')),
-    B('ntk_dynamics', '--seeds=0', expect=('--seeds', '0')),
-    B('ntk_dynamics', '--fit_on=both', expect=('--fit_on', "'both'")),
-])
+_add(_each('ntk_dynamics', '--ds=0', '--fixed_width=0', '--depth=1', '--steps=0',
+           '--learning_rate=0', '--learning_rate=nan', '--num_train=0', '--num_probe=1',
+           '--seeds=0', dashes=True))
+_add(_each('ntk_dynamics', '--fit_on=both', dashes=True, quoted=True))
+_add(_each('ntk_dynamics', '--num_train=100000'))
+_add([B('ntk_dynamics', '--ds=4', expect=('--ds=4',))])
 
 # ablation -----------------------------------------------------------------------------------
 _add(_common('ablation', 'epochs', outputs=('json_out', 'plot_out')))
-_add([
-    B('ablation', '--dataset=cifar', expect=('--dataset', "'cifar'")),
-    B('ablation', '--repetitions=0', expect=('--repetitions', '0')),
-    B('ablation', '--epochs=0', expect=('--epochs', '0')),
-    B('ablation', '--alpha=0', expect=('--alpha', '0')),
-    B('ablation', '--alpha=-3', expect=('--alpha', '-3')),
-    B('ablation', '--baseline_width=0', expect=('--baseline_width', '0')),
-    B('ablation', '--depth=1', expect=('--depth', '1')),
-    B('ablation', '--min_width=500', expect=('--min_width', '500')),
-    B('ablation', '--primal_widths=0', expect=('--primal_widths', '0')),
-    B('ablation', '--dual_multiplicities=a', expect=('--dual_multiplicities', "'a'")),
-    B('ablation', '--num_primal=0', expect=('--num_primal', '0')),
-    B('ablation', '--batch_size=0', expect=('--batch_size', '0')),
-    B('ablation', '--learning_rate=-1', expect=('--learning_rate', '-1')),
-    B('ablation', '--chunk=-1', expect=('--chunk', '-1')),
-    B('ablation', '--max_train=-1', expect=('--max_train', '-1')),
-])
+_add(_each('ablation', '--repetitions=0', '--epochs=0', '--alpha=0', '--alpha=-3',
+           '--baseline_width=0', '--depth=1', '--min_width=500', '--primal_widths=0',
+           '--num_primal=0', '--batch_size=0', '--learning_rate=-1', '--chunk=-1',
+           '--max_train=-1', dashes=True))
+_add(_each('ablation', '--dataset=cifar', '--dual_multiplicities=a', dashes=True, quoted=True))
 
 # train --------------------------------------------------------------------------------------
 _add(_common('train', 'num_processes', DIGITS, outputs=('workdir',)))
+_add(_each('train', '--config.num_epochs=abc', '--config.num_epochs=0',
+           '--config.learning_rate=0', '--config.learning_rate=nan', '--config.batch_size=0',
+           '--config.momentum=1.5', '--config.weight_decay=-1', '--config.m=0',
+           before=(DIGITS,), after=(TMPW,)))
+_add(_each('train', '--config.dataset=foo', '--config.optimizer=rmsprop', before=(DIGITS,),
+           after=(TMPW,), quoted=True))
 _add([
     B('train', TMPW, expect=('--config',)),
     B('train', DIGITS, expect=('--workdir',)),
-    B('train', '--config={tmp}/missing.py', TMPW, expect=('--config', 'missing.py')),
-    B('train', '--config={tmp}', TMPW, expect=('--config', 'directory')),
-    B('train', '--config={tmp}/bad_cfg.py', TMPW, expect=('--config', 'SyntaxError')),
-    B('train', '--config={tmp}/noget_cfg.py', TMPW, expect=('--config', 'get_config')),
-    B('train', '--config={tmp}/none_cfg.py', TMPW, expect=('--config', 'None')),
-    B('train', '--config={tmp}/raise_cfg.py', TMPW, expect=('--config', 'broken config')),
     B('train', DIGITS + ':cifar', TMPW, expect=('--config', 'get_config')),
     B('train', DIGITS, '--config.num_epoch=1', TMPW, expect=('num_epoch', 'num_epochs')),
     B('train', DIGITS, '--config.optimzer=sgd', TMPW, expect=('optimzer',)),
-    B('train', DIGITS, '--config.num_epochs=abc', TMPW, expect=('num_epochs', 'abc')),
-    B('train', DIGITS, '--config.num_epochs=0', TMPW, expect=('num_epochs', '0')),
-    B('train', DIGITS, '--config.learning_rate=0', TMPW, expect=('learning_rate', '0')),
-    B('train', DIGITS, '--config.learning_rate=nan', TMPW, expect=('learning_rate', 'nan')),
-    B('train', DIGITS, '--config.batch_size=0', TMPW, expect=('batch_size', '0')),
-    B('train', DIGITS, '--config.dataset=foo', TMPW, expect=('dataset', "'foo'")),
-    B('train', DIGITS, '--config.optimizer=rmsprop', TMPW, expect=('optimizer', "'rmsprop'")),
-    B('train', DIGITS, '--config.momentum=1.5', TMPW, expect=('momentum', '1.5')),
-    B('train', DIGITS, '--config.weight_decay=-1', TMPW, expect=('weight_decay', '-1')),
-    B('train', DIGITS, '--config.m=0', TMPW, expect=('m', '0')),
     B('train', '--config.num_epochs=1', TMPW, expect=('config.num_epochs',)),
 ])
+# --config=FILE: the error names the flag and what is wrong with the file
+_add(B('train', f'--config={path}', TMPW, expect=('--config', named)) for path, named in (
+    ('{tmp}/missing.py', 'missing.py'), ('{tmp}', 'directory'), ('{tmp}/bad_cfg.py', 'SyntaxError'),
+    ('{tmp}/noget_cfg.py', 'get_config'), ('{tmp}/none_cfg.py', 'None'),
+    ('{tmp}/raise_cfg.py', 'broken config')))
 
 # demo ---------------------------------------------------------------------------------------
 _add(_common('demo', 'width', outputs=('workdir',)))
-_add([
-    B('demo', TMPW, '--depth=1', expect=('depth', '1')),
-    B('demo', TMPW, '--width=0', expect=('width', '0')),
-    B('demo', TMPW, '--alpha_widths=0', expect=('alpha_widths', '0')),
-    B('demo', TMPW, '--alpha_widths=a,b', expect=('alpha_widths', "'a'")),
-    B('demo', TMPW, '--alpha_trials=1', expect=('alpha_trials', '1')),
-    B('demo', TMPW, '--seeds=0', expect=('seeds', '0')),
-    B('demo', TMPW, '--epochs=0', expect=('epochs', '0')),
-    B('demo', TMPW, '--quick', '--epochs=-1', expect=('epochs', '-1')),
-])
+_add(_each('demo', '--depth=1', '--width=0', '--alpha_widths=0', '--alpha_trials=1', '--seeds=0',
+           '--epochs=0', before=(TMPW,)))
+_add(_each('demo', '--epochs=-1', before=(TMPW, '--quick')))
+_add([B('demo', TMPW, '--alpha_widths=a,b', expect=('alpha_widths', "'a'"))])
 
 # family_digits ------------------------------------------------------------------------------
 _add(_common('family_digits', 'd_model', TMPW))
-_add([
-    B('family_digits', '--workdir={tmp}/file', expect=('--workdir', 'file')),
-    B('family_digits', TMPW, '--d_model=0', expect=('d_model', '0')),
-    B('family_digits', TMPW, '--blocks=0', expect=('blocks', '0')),
-    B('family_digits', TMPW, '--baseline_width=0', expect=('baseline_width', '0')),
-    B('family_digits', TMPW, '--alpha_widths=0', expect=('alpha_widths', '0')),
-    B('family_digits', TMPW, '--alpha_trials=1', expect=('alpha_trials', '1')),
-    B('family_digits', TMPW, '--seeds=0', expect=('seeds', '0')),
-    B('family_digits', TMPW, '--epochs=0', expect=('epochs', '0')),
-    B('family_digits', TMPW, '--batch_size=0', expect=('batch_size', '0')),
-    B('family_digits', TMPW, '--learning_rate=0', expect=('learning_rate', '0')),
-])
+_add(_each('family_digits', '--d_model=0', '--blocks=0', '--baseline_width=0', '--alpha_widths=0',
+           '--alpha_trials=1', '--seeds=0', '--epochs=0', '--batch_size=0', '--learning_rate=0',
+           before=(TMPW,)))
+_add([B('family_digits', '--workdir={tmp}/file', expect=('--workdir', 'file'))])
 
 # benchmarks ---------------------------------------------------------------------------------
 _add(_common('benchmark_alpha', 'trials'))
-_add([
-    B('benchmark_alpha', '--cases=conv', expect=('cases', "'conv'")),
-    B('benchmark_alpha', '--cases=', expect=('cases',)),
-    B('benchmark_alpha', '--trials=1', expect=('trials', '1')),
-    B('benchmark_alpha', '--bottleneck_widths=0', expect=('bottleneck_widths', '0')),
-    B('benchmark_alpha', '--dense_widths=x', expect=('dense_widths', "'x'")),
-    B('benchmark_alpha', '--channels=0', expect=('channels', '0')),
-    B('benchmark_alpha', '--depth=1', expect=('depth', '1')),
-    B('benchmark_alpha', '--rounds=0', expect=('rounds', '0')),
-    B('benchmark_alpha', '--quick', '--trials=0', expect=('trials', '0')),
-])
+_add(_each('benchmark_alpha', '--trials=1', '--bottleneck_widths=0', '--channels=0', '--depth=1',
+           '--rounds=0'))
+_add(_each('benchmark_alpha', '--trials=0', before=('--quick',)))
+_add(_each('benchmark_alpha', '--cases=conv', '--dense_widths=x', quoted=True))
+_add([B('benchmark_alpha', '--cases=', expect=('cases',))])
+
 _add(_common('benchmark_alpha_fit', 'trials'))
+_add(_each('benchmark_alpha_fit', '--trials=1', '--seeds=0'))
+_add(_each('benchmark_alpha_fit', '--blocks=conv', quoted=True))
 _add([
-    B('benchmark_alpha_fit', '--blocks=conv', expect=('blocks', "'conv'")),
     B('benchmark_alpha_fit', '--blocks=', expect=('blocks',)),
-    B('benchmark_alpha_fit', '--trials=1', expect=('trials', '1')),
     B('benchmark_alpha_fit', '--widths=4,4', expect=('widths', '4', 'twice')),
-    B('benchmark_alpha_fit', '--seeds=0', expect=('seeds', '0')),
 ])
+
 _add(_common('benchmark_bn_accuracy', 'batch'))
+_add(_each('benchmark_bn_accuracy', '--batch=1'))
+_add(_each('benchmark_bn_accuracy', '--models=resnext29:8by64', quoted=True))
 _add([
     B('benchmark_bn_accuracy', '--models=resnet9:1x64d', expect=('models', "'resnet9'")),
-    B('benchmark_bn_accuracy', '--models=resnext29:8by64', expect=('models', "'resnext29:8by64'")),
     B('benchmark_bn_accuracy', '--models=', expect=('models',)),
-    B('benchmark_bn_accuracy', '--batch=1', expect=('batch', '1')),
 ])
+
 _add(_common('benchmark_conv', 'batch'))
+_add(_each('benchmark_conv', '--batch=0', '--size=2', '--reps=0', '--stock_once_groups=0'))
+_add(_each('benchmark_conv', '--batch=0', before=('--quick',)))
+_add(_each('benchmark_conv', '--designs=1x', quoted=True))
 _add([
-    B('benchmark_conv', '--designs=1x', expect=('designs', "'1x'")),
     B('benchmark_conv', '--designs=0x8', expect=('groups', '0')),
     B('benchmark_conv', '--designs=', expect=('designs',)),
-    B('benchmark_conv', '--batch=0', expect=('batch', '0')),
-    B('benchmark_conv', '--size=2', expect=('size', '2')),
-    B('benchmark_conv', '--reps=0', expect=('reps', '0')),
-    B('benchmark_conv', '--stock_once_groups=0', expect=('stock_once_groups', '0')),
-    B('benchmark_conv', '--quick', '--batch=0', expect=('batch', '0')),
 ])
+
 _add(_common('benchmark_ensemble', 'reps'))
+_add(_each('benchmark_ensemble', '--dense_m=-1', '--dense_widths=0', '--dense_input=0',
+           '--block_channels=0', '--block_size=2', '--lr=0'))
+_add(_each('benchmark_ensemble', '--reps=0', before=('--quick',)))
+_add(_each('benchmark_ensemble', '--blocks=8x', quoted=True))
 _add([
-    B('benchmark_ensemble', '--dense_m=-1', expect=('dense_m', '-1')),
-    B('benchmark_ensemble', '--dense_widths=0', expect=('dense_widths', '0')),
-    B('benchmark_ensemble', '--dense_input=0', expect=('dense_input', '0')),
-    B('benchmark_ensemble', '--blocks=8x', expect=('blocks', "'8x'")),
     B('benchmark_ensemble', '--blocks=0x4', expect=('paths', '0')),
-    B('benchmark_ensemble', '--block_channels=0', expect=('block_channels', '0')),
-    B('benchmark_ensemble', '--block_size=2', expect=('block_size', '2')),
-    B('benchmark_ensemble', '--lr=0', expect=('lr', '0')),
     B('benchmark_ensemble', '--dense_m=0', '--blocks=', expect=('dense_m', 'blocks')),
-    B('benchmark_ensemble', '--quick', '--reps=0', expect=('reps', '0')),
 ])
+
 _add(_common('benchmark_ntk', 'm'))
-_add([
-    B('benchmark_ntk', '--m=0', expect=('m', '0')),
-    B('benchmark_ntk', '--depth=1', expect=('depth', '1')),
-    B('benchmark_ntk', '--width=0', expect=('width', '0')),
-    B('benchmark_ntk', '--sections=speed', expect=('sections', "'speed'")),
-    B('benchmark_ntk', '--repeats=0', expect=('repeats', '0')),
-    B('benchmark_ntk', '--peak_depth=1', expect=('peak_depth', '1')),
-    B('benchmark_ntk', '--mc_trials=0', expect=('mc_trials', '0')),
-    B('benchmark_ntk', '--bottleneck_cardinality=0', expect=('bottleneck_cardinality', '0')),
-    B('benchmark_ntk', '--bottleneck_spatial=0', expect=('bottleneck_spatial', '0')),
-    B('benchmark_ntk', '--quick', '--m=0', expect=('m', '0')),
-])
+_add(_each('benchmark_ntk', '--m=0', '--depth=1', '--width=0', '--repeats=0', '--peak_depth=1',
+           '--mc_trials=0', '--bottleneck_cardinality=0', '--bottleneck_spatial=0'))
+_add(_each('benchmark_ntk', '--m=0', before=('--quick',)))
+_add(_each('benchmark_ntk', '--sections=speed', quoted=True))
+
 _add(_common('benchmark_train', 'batch'))
-_add([
-    B('benchmark_train', '--models=37x', expect=('models', "'37x'")),
-    B('benchmark_train', '--models=0x10d', expect=('cardinality', '0')),
-    B('benchmark_train', '--batch=0', expect=('batch', '0')),
-    B('benchmark_train', '--size=3', expect=('size', '3')),
-    B('benchmark_train', '--reps=0', expect=('reps', '0')),
-    B('benchmark_train', '--quick', '--batch=0', expect=('batch', '0')),
-])
+_add(_each('benchmark_train', '--batch=0', '--size=3', '--reps=0'))
+_add(_each('benchmark_train', '--batch=0', before=('--quick',)))
+_add(_each('benchmark_train', '--models=37x', quoted=True))
+_add([B('benchmark_train', '--models=0x10d', expect=('cardinality', '0'))])
 
 
 # ---------------------------------------------------------------------------------------------
