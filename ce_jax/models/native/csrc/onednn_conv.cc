@@ -15,11 +15,13 @@
 // only on the first call.
 
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <mutex>
 #include <sstream>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "oneapi/dnnl/dnnl.hpp"
@@ -259,55 +261,58 @@ void RunBackwardWeights(const Geometry& geo, const Entry& e, dnnl::stream& strea
   if (e.reorder) e.weights_reorder.execute(stream, diff_wei, user_dw);
 }
 
-ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
-                       ffi::ResultBuffer<ffi::F32> y, ffi::Span<const int64_t> strides,
-                       ffi::Span<const int64_t> padding, int64_t groups) {
+// One primitive to run: its kind, its Run* function and that function's three buffers.
+struct Step {
+  Kind kind;
+  void (*run)(const Geometry&, const Entry&, dnnl::stream&, void*, void*, void*);
+  void* a;
+  void* b;
+  void* out;
+};
+
+// What every handler does: the geometry from the activation shapes (x, y) and the kernel (w),
+// the cached primitives of `steps` (built outside the lock), then the steps in order on one
+// stream under execute_mutex.
+ffi::Error Execute(ffi::Span<const int64_t> x, ffi::Span<const int64_t> y,
+                   ffi::Span<const int64_t> w, ffi::Span<const int64_t> strides,
+                   ffi::Span<const int64_t> padding, int64_t groups,
+                   std::initializer_list<Step> steps) {
   return Guard([&]() -> ffi::Error {
     Geometry geo;
-    auto err = MakeGeometry(x.dimensions(), y->dimensions(), w.dimensions(), strides, padding,
-                            groups, &geo);
+    auto err = MakeGeometry(x, y, w, strides, padding, groups, &geo);
     if (err.failure()) return err;
-    auto e = Get(geo, Kind::kForward);
+    std::vector<std::shared_ptr<Entry>> entries;
+    for (const Step& s : steps) entries.push_back(Get(geo, s.kind));
     std::lock_guard<std::mutex> lock(execute_mutex);
     dnnl::stream stream(Engine());
-    RunForward(geo, *e, stream, x.typed_data(), w.typed_data(), y->typed_data());
+    auto entry = entries.begin();
+    for (const Step& s : steps) s.run(geo, **entry++, stream, s.a, s.b, s.out);
     stream.wait();
     return ffi::Error::Success();
   });
+}
+
+ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
+                       ffi::ResultBuffer<ffi::F32> y, ffi::Span<const int64_t> strides,
+                       ffi::Span<const int64_t> padding, int64_t groups) {
+  return Execute(x.dimensions(), y->dimensions(), w.dimensions(), strides, padding, groups,
+                 {{Kind::kForward, RunForward, x.typed_data(), w.typed_data(), y->typed_data()}});
 }
 
 ffi::Error BackwardDataImpl(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> w,
                             ffi::ResultBuffer<ffi::F32> dx, ffi::Span<const int64_t> strides,
                             ffi::Span<const int64_t> padding, int64_t groups) {
-  return Guard([&]() -> ffi::Error {
-    Geometry geo;
-    auto err = MakeGeometry(dx->dimensions(), dy.dimensions(), w.dimensions(), strides, padding,
-                            groups, &geo);
-    if (err.failure()) return err;
-    auto e = Get(geo, Kind::kBackwardData);
-    std::lock_guard<std::mutex> lock(execute_mutex);
-    dnnl::stream stream(Engine());
-    RunBackwardData(geo, *e, stream, dy.typed_data(), w.typed_data(), dx->typed_data());
-    stream.wait();
-    return ffi::Error::Success();
-  });
+  return Execute(dx->dimensions(), dy.dimensions(), w.dimensions(), strides, padding, groups,
+                 {{Kind::kBackwardData, RunBackwardData, dy.typed_data(), w.typed_data(),
+                   dx->typed_data()}});
 }
 
 ffi::Error BackwardWeightsImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
                                ffi::ResultBuffer<ffi::F32> dw, ffi::Span<const int64_t> strides,
                                ffi::Span<const int64_t> padding, int64_t groups) {
-  return Guard([&]() -> ffi::Error {
-    Geometry geo;
-    auto err = MakeGeometry(x.dimensions(), dy.dimensions(), dw->dimensions(), strides, padding,
-                            groups, &geo);
-    if (err.failure()) return err;
-    auto e = Get(geo, Kind::kBackwardWeights);
-    std::lock_guard<std::mutex> lock(execute_mutex);
-    dnnl::stream stream(Engine());
-    RunBackwardWeights(geo, *e, stream, x.typed_data(), dy.typed_data(), dw->typed_data());
-    stream.wait();
-    return ffi::Error::Success();
-  });
+  return Execute(x.dimensions(), dy.dimensions(), dw->dimensions(), strides, padding, groups,
+                 {{Kind::kBackwardWeights, RunBackwardWeights, x.typed_data(), dy.typed_data(),
+                   dw->typed_data()}});
 }
 
 // Both gradients in one call: dx then dw under one lock. XLA cannot interleave other work
@@ -316,61 +321,42 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
                         ffi::Buffer<ffi::F32> dy, ffi::ResultBuffer<ffi::F32> dx,
                         ffi::ResultBuffer<ffi::F32> dw, ffi::Span<const int64_t> strides,
                         ffi::Span<const int64_t> padding, int64_t groups) {
-  return Guard([&]() -> ffi::Error {
-    Geometry geo;
-    auto err = MakeGeometry(x.dimensions(), dy.dimensions(), w.dimensions(), strides, padding,
-                            groups, &geo);
-    if (err.failure()) return err;
-    auto ed = Get(geo, Kind::kBackwardData);
-    auto ew = Get(geo, Kind::kBackwardWeights);
-    std::lock_guard<std::mutex> lock(execute_mutex);
-    dnnl::stream stream(Engine());
-    RunBackwardData(geo, *ed, stream, dy.typed_data(), w.typed_data(), dx->typed_data());
-    RunBackwardWeights(geo, *ew, stream, x.typed_data(), dy.typed_data(), dw->typed_data());
-    stream.wait();
-    return ffi::Error::Success();
-  });
+  return Execute(x.dimensions(), dy.dimensions(), w.dimensions(), strides, padding, groups,
+                 {{Kind::kBackwardData, RunBackwardData, dy.typed_data(), w.typed_data(),
+                   dx->typed_data()},
+                  {Kind::kBackwardWeights, RunBackwardWeights, x.typed_data(), dy.typed_data(),
+                   dw->typed_data()}});
+}
+
+using F32Buffer = ffi::Buffer<ffi::F32>;
+
+// The attributes every handler takes after its buffers (see the top of this file).
+template <typename Binding>
+auto ConvAttrs(Binding&& binding) {
+  return std::forward<Binding>(binding)
+      .template Attr<ffi::Span<const int64_t>>("strides")
+      .template Attr<ffi::Span<const int64_t>>("padding")
+      .template Attr<int64_t>("groups");
+}
+
+// The binding of the handlers with two operands and one result: forward, and each gradient alone.
+auto TwoOperandsOneResult() {
+  return ConvAttrs(ffi::Ffi::Bind().Arg<F32Buffer>().Arg<F32Buffer>().Ret<F32Buffer>());
 }
 
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(CeOnednnConvBwd, BackwardImpl,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<ffi::Span<const int64_t>>("strides")
-                                  .Attr<ffi::Span<const int64_t>>("padding")
-                                  .Attr<int64_t>("groups"));
+                              ConvAttrs(ffi::Ffi::Bind()
+                                            .Arg<F32Buffer>()    // x
+                                            .Arg<F32Buffer>()    // w
+                                            .Arg<F32Buffer>()    // dy
+                                            .Ret<F32Buffer>()    // dx
+                                            .Ret<F32Buffer>()));  // dw
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(CeOnednnConvFwd, ForwardImpl,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<ffi::Span<const int64_t>>("strides")
-                                  .Attr<ffi::Span<const int64_t>>("padding")
-                                  .Attr<int64_t>("groups"));
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(CeOnednnConvBwdData, BackwardDataImpl,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<ffi::Span<const int64_t>>("strides")
-                                  .Attr<ffi::Span<const int64_t>>("padding")
-                                  .Attr<int64_t>("groups"));
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(CeOnednnConvBwdWeights, BackwardWeightsImpl,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<ffi::Span<const int64_t>>("strides")
-                                  .Attr<ffi::Span<const int64_t>>("padding")
-                                  .Attr<int64_t>("groups"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(CeOnednnConvFwd, ForwardImpl, TwoOperandsOneResult());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(CeOnednnConvBwdData, BackwardDataImpl, TwoOperandsOneResult());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(CeOnednnConvBwdWeights, BackwardWeightsImpl, TwoOperandsOneResult());
 
 extern "C" const char* CeOnednnVersion() {
   static std::string v = [] {
