@@ -80,7 +80,21 @@ class NTKDense(nn.Module):
     return y
 
 
-class DenseMember(nn.Module):
+class _MemberShape:
+  """What :class:`DenseMember` and :class:`DenseEnsemble` share: the member's hidden ``widths``
+  and ``num_outputs`` (checked and normalized by :meth:`_check_member`) and its ``depth``."""
+
+  def _check_member(self) -> None:
+    object.__setattr__(self, 'widths', _check_widths(self.widths))
+    object.__setattr__(self, 'num_outputs',
+                       _validate.positive_int('num_outputs', self.num_outputs))
+
+  @property
+  def depth(self) -> int:
+    return len(self.widths) + 1
+
+
+class DenseMember(_MemberShape, nn.Module):
   """One NTK-parameterized ReLU MLP member: ``NTKDense`` layers ``layer_0 .. layer_L``.
 
   Attributes:
@@ -95,14 +109,8 @@ class DenseMember(nn.Module):
   param_dtype: Any = jnp.float32
 
   def __post_init__(self):
-    object.__setattr__(self, 'widths', _check_widths(self.widths))
-    object.__setattr__(self, 'num_outputs',
-                       _validate.positive_int('num_outputs', self.num_outputs))
+    self._check_member()
     super().__post_init__()
-
-  @property
-  def depth(self) -> int:
-    return len(self.widths) + 1
 
   @nn.compact
   def __call__(self, x):
@@ -120,7 +128,7 @@ class DenseMember(nn.Module):
     return h
 
 
-class DenseEnsemble(nn.Module):
+class DenseEnsemble(_MemberShape, nn.Module):
   """A dense collegial ensemble of ``m`` members as ONE module (Eq. 4).
 
   Every layer holds block-diagonal weights ``(m, n_in, n_out)`` (member ``j``'s kernel at index
@@ -134,14 +142,8 @@ class DenseEnsemble(nn.Module):
 
   def __post_init__(self):
     object.__setattr__(self, 'm', _validate.positive_int('m', self.m))
-    object.__setattr__(self, 'widths', _check_widths(self.widths))
-    object.__setattr__(self, 'num_outputs',
-                       _validate.positive_int('num_outputs', self.num_outputs))
+    self._check_member()
     super().__post_init__()
-
-  @property
-  def depth(self) -> int:
-    return len(self.widths) + 1
 
   def member(self) -> DenseMember:
     """The member architecture (same widths, outputs and dtype)."""

@@ -37,6 +37,7 @@ Inputs: ``x`` of shape ``(batch, H, W, 3)`` (NHWC); output logits ``(batch, num_
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, Callable, Sequence
 
@@ -69,6 +70,18 @@ def layer_modules(layers: Any = 'fast') -> tuple[ModuleDef, ModuleDef]:
     return nn.Conv, nn.BatchNorm
   from ce_jax.models import layers as fast  # pylint: disable=g-import-not-at-top
   return fast.GroupedConv, fast.FastBatchNorm
+
+
+def network_layers(layers: Any, conv: ModuleDef | None, train: bool,
+                   dtype: Any) -> tuple[ModuleDef, ModuleDef]:
+  """``(conv, norm)`` a network (ResNeXt, WRN) builds its layers with: ``layers``' modules
+  (:func:`layer_modules`), ``conv`` (if given) instead of their convolution, and their
+  BatchNorm in training or evaluation mode (momentum 0.9, epsilon 1e-5, computed in ``dtype``)."""
+  default_conv, batch_norm = layer_modules(layers)
+  norm = functools.partial(batch_norm, use_running_average=not train, momentum=0.9,
+                           use_fast_variance=False, epsilon=1e-5, dtype=dtype)
+  return conv or default_conv, norm
+
 
 # name -> (blocks per stage, stage outputs, stem)
 ARCHITECTURES = {
@@ -106,19 +119,30 @@ def validate_config(stage_sizes, stage_outputs, cardinality, base_width, num_cla
   return stage_sizes, stage_outputs, cardinality, base_width, num_classes, stem_channels
 
 
-class Bottleneck(nn.Module):
+class ConvBlock(nn.Module):
+  """The layers of a residual block (:class:`Bottleneck`, ``wrn.WideBasicBlock``): the ``conv``
+  and ``norm`` module classes and the computation ``dtype``, keyword-only fields."""
+  _: dataclasses.KW_ONLY
+  conv: ModuleDef = nn.Conv
+  norm: ModuleDef = nn.BatchNorm
+  dtype: Any = jnp.float32
+
+  @property
+  def block_conv(self) -> Callable[..., nn.Module]:
+    """``conv`` as every block convolution is built: no bias, He-normal fan-in init, ``dtype``."""
+    return functools.partial(self.conv, use_bias=False, kernel_init=conv_init, dtype=self.dtype)
+
+
+class Bottleneck(ConvBlock):
   """ResNeXt bottleneck ``in -> out`` with ``cardinality`` groups of total width ``width`` (=D)."""
   width: int
   out_channels: int
   cardinality: int = 1
   strides: int = 1
-  conv: ModuleDef = nn.Conv
-  norm: ModuleDef = nn.BatchNorm
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
-    conv = functools.partial(self.conv, use_bias=False, kernel_init=conv_init, dtype=self.dtype)
+    conv = self.block_conv
     residual = x
     y = conv(self.width, (1, 1), name='conv1')(x)
     y = nn.relu(self.norm(name='bn1')(y))
@@ -172,11 +196,7 @@ class ResNeXt(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    default_conv, batch_norm = layer_modules(self.layers)
-    conv = self.conv or default_conv
-    norm = functools.partial(batch_norm, use_running_average=not train, momentum=0.9,
-                             use_fast_variance=False,
-                             epsilon=1e-5, dtype=self.dtype)
+    conv, norm = network_layers(self.layers, self.conv, train, self.dtype)
     x = jnp.asarray(x, self.dtype)
     if self.stem == 'cifar':
       x = conv(self.stem_channels, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,

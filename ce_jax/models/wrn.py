@@ -25,14 +25,13 @@ a ``(conv, batch_norm)`` pair; ``conv`` overrides the convolution of that choice
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from ce_jax import _validate
-from ce_jax.models.resnext import ModuleDef, conv_init, layer_modules
+from ce_jax.models.resnext import ConvBlock, ModuleDef, conv_init, layer_modules, network_layers
 
 
 def wrn_stages(depth: int, num_stages: int | None = None) -> tuple[int, int]:
@@ -54,17 +53,14 @@ def wrn_stages(depth: int, num_stages: int | None = None) -> tuple[int, int]:
   return num_stages, per // (2 * num_stages)
 
 
-class WideBasicBlock(nn.Module):
+class WideBasicBlock(ConvBlock):
   """Pre-activation basic block of Wide ResNet."""
   out_channels: int
   strides: int = 1
-  conv: ModuleDef = nn.Conv
-  norm: ModuleDef = nn.BatchNorm
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
-    conv = functools.partial(self.conv, use_bias=False, kernel_init=conv_init, dtype=self.dtype)
+    conv = self.block_conv
     s = (self.strides, self.strides)
     o = nn.relu(self.norm(name='bn1')(x))
     y = conv(self.out_channels, (3, 3), strides=s, padding=((1, 1), (1, 1)), name='conv1')(o)
@@ -104,11 +100,7 @@ class WideResNet(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     num_stages, blocks = wrn_stages(self.depth, self.num_stages)
-    default_conv, batch_norm = layer_modules(self.layers)
-    conv = self.conv or default_conv
-    norm = functools.partial(batch_norm, use_running_average=not train, momentum=0.9,
-                             use_fast_variance=False,
-                             epsilon=1e-5, dtype=self.dtype)
+    conv, norm = network_layers(self.layers, self.conv, train, self.dtype)
     x = jnp.asarray(x, self.dtype)
     x = conv(16, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, kernel_init=conv_init,
              dtype=self.dtype, name='stem_conv')(x)
