@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import flax.linen as nn
@@ -183,17 +184,29 @@ def test_equals_dense_ensemble(widths, k):
                            dense.member_params(pe, j))
 
 
-class ResNeXtPath(nn.Module):
-  """One ResNeXt bottleneck path with the Bottleneck's layers: 1x1, BN, ReLU, 3x3, BN, ReLU, 1x1."""
+def _fast_layers(train: bool):
+  """The conv class of ``resnext.layer_modules('fast')`` and its BatchNorm as the Bottleneck's
+  (training or evaluation mode)."""
+  conv_cls, norm_cls = resnext.layer_modules('fast')
+  return conv_cls, functools.partial(norm_cls, use_running_average=not train, momentum=0.9,
+                                     epsilon=1e-5)
+
+
+class _PathDesign(nn.Module):
+  """A ResNeXt bottleneck path's width, output channels and stride (of a path, or of each path
+  of a block)."""
   width: int
   out_channels: int
   strides: int = 1
 
+
+class ResNeXtPath(_PathDesign):
+  """One ResNeXt bottleneck path with the Bottleneck's layers: 1x1, BN, ReLU, 3x3, BN, ReLU, 1x1."""
+
   @nn.compact
   def __call__(self, x, train: bool = False):
-    conv_cls, norm_cls = resnext.layer_modules('fast')
+    conv_cls, norm = _fast_layers(train)
     conv = functools.partial(conv_cls, use_bias=False, kernel_init=resnext.conv_init)
-    norm = functools.partial(norm_cls, use_running_average=not train, momentum=0.9, epsilon=1e-5)
     y = conv(self.width, (1, 1), name='conv1')(x)
     y = nn.relu(norm(name='bn1')(y))
     y = conv(self.width, (3, 3), strides=(self.strides, self.strides), padding=((1, 1), (1, 1)),
@@ -202,17 +215,14 @@ class ResNeXtPath(nn.Module):
     return conv(self.out_channels, (1, 1), name='conv3')(y)
 
 
-class EnsembleBottleneck(nn.Module):
+class EnsembleBottleneck(_PathDesign):
   """Block ensemble of m paths, then the Bottleneck's final BN, shortcut, add, ReLU."""
+  _: dataclasses.KW_ONLY
   m: int
-  width: int
-  out_channels: int
-  strides: int = 1
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    conv_cls, norm_cls = resnext.layer_modules('fast')
-    norm = functools.partial(norm_cls, use_running_average=not train, momentum=0.9, epsilon=1e-5)
+    conv_cls, norm = _fast_layers(train)
     path = functools.partial(ResNeXtPath, out_channels=self.out_channels, strides=self.strides)
     y = E.ensemble(path, self.m, self.width, aggregation='block', name='paths')(x, train=train)
     y = norm(name='bn3')(y)
@@ -240,11 +250,10 @@ def _concat_in(k):
 def test_block_equals_resnext_bottleneck(in_ch, out_ch, strides):
   m, n = 4, 2
   x = _x((3, 6, 6, in_ch))
-  ours = EnsembleBottleneck(m, n, out_ch, strides)
-  conv_cls, norm_cls = resnext.layer_modules('fast')
+  ours = EnsembleBottleneck(n, out_ch, strides, m=m)
 
   def hand(train):
-    norm = functools.partial(norm_cls, use_running_average=not train, momentum=0.9, epsilon=1e-5)
+    conv_cls, norm = _fast_layers(train)
     return resnext.Bottleneck(width=m * n, out_channels=out_ch, cardinality=m, strides=strides,
                               conv=conv_cls, norm=norm)
 
