@@ -70,11 +70,9 @@ flags.DEFINE_list('dense_widths', ['8', '16', '32', '64', '128', '256'],
 flags.DEFINE_integer('depth', 6, 'weight matrices of the dense member')
 flags.DEFINE_integer('input_dim', 748, 'input dimension of the dense member')
 flags.DEFINE_integer('chunk_size', 50, 'initializations per vmapped chunk (as estimate_alpha)')
-flags.DEFINE_integer('rounds', 3, 'timed interleaved rounds (median reported)')
 flags.DEFINE_integer('seed', 0, 'PRNG seed (the key of estimate_alpha)')
-flags.DEFINE_bool('quick', False, 'tiny settings for tests: 8 trials, bottleneck widths 4,8 on '
-                  '16 channels, dense depth 3 on 16 inputs at widths 4,8, chunks of 4, 1 round')
-flags.DEFINE_string('json_out', None, 'write results as JSON here')
+cli.define_benchmark_flags('8 trials, bottleneck widths 4,8 on 16 channels, dense depth 3 on 16 '
+                           'inputs at widths 4,8, chunks of 4, 1 round', rounds=('rounds', 3))
 
 
 # ---------------------------------------------------------------------------------------------

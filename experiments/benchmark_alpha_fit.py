@@ -42,9 +42,8 @@ flags.DEFINE_integer('trials', 1000, 'initializations per width')
 flags.DEFINE_list('widths', [str(w) for w in alpha.DEFAULT_WIDTHS], 'widths of the fit')
 flags.DEFINE_integer('seeds', 5, 'seeds (one timed fit per seed and variant)')
 flags.DEFINE_integer('chunk_size', 50, 'initializations per chunk (as fit_alpha.py)')
-flags.DEFINE_bool('quick', False, 'tiny settings for tests: 16 trials, widths 4,8,16, 2 seeds, '
-                  'dense depth 3 on 16 inputs, bottleneck on 16 channels')
-flags.DEFINE_string('json_out', None, 'write results as JSON here')
+cli.define_benchmark_flags('16 trials, widths 4,8,16, 2 seeds, dense depth 3 on 16 inputs, '
+                           'bottleneck on 16 channels')
 
 
 def run(blocks, widths, trials, seeds, chunk_size, shapes, log=print):

@@ -35,9 +35,8 @@ flags.DEFINE_list('models', ['resnext29:8x64d', 'resnext50:32x4d'],
 flags.DEFINE_integer('batch', 8, 'images per batch')
 flags.DEFINE_bool('no_torch', False, 'skip torch (the ce_jax errors only)')
 flags.DEFINE_integer('seed', 0, 'PRNG seed of the weights, statistics and images')
-flags.DEFINE_bool('quick', False, 'tiny settings for tests: resnext29 2x16d with stage outputs '
-                  '16,32,64 and stem 8, batch 4, 8x8 images')
-flags.DEFINE_string('json_out', None, 'write results as JSON here')
+cli.define_benchmark_flags('resnext29 2x16d with stage outputs 16,32,64 and stem 8, batch 4, '
+                           '8x8 images')
 
 IMAGE_SIZE = {'resnext29': 32, 'resnext38': 32, 'resnext50': 64, 'resnext101': 64}
 VARIANTS = ('fast', 'stock')

@@ -43,14 +43,11 @@ timed, rel_err = benchmarking.timed, benchmarking.max_relative_error
 flags.DEFINE_string('designs', '1x128,3x64,37x10,10x10', 'comma list of GROUPSxWIDTH')
 flags.DEFINE_integer('batch', 32, 'batch size')
 flags.DEFINE_integer('size', 32, 'image height = width')
-flags.DEFINE_integer('reps', 5, 'timed interleaved rounds (median reported)')
 flags.DEFINE_integer('stock_once_groups', 20, 'stock flax is timed once for designs with at least '
                      'this many groups (it takes ~40 s per call at 37x10)')
 flags.DEFINE_bool('no_torch', False, 'skip torch (JAX variants only)')
 flags.DEFINE_string('torch_device', 'cpu', "torch's device: cpu, or cuda beside a JAX GPU")
-flags.DEFINE_bool('quick', False, 'tiny settings for tests: designs 1x8,3x4,5x2, batch 2, size 8, '
-                  '2 rounds')
-flags.DEFINE_string('json_out', None, 'write results as JSON here')
+cli.define_benchmark_flags('designs 1x8,3x4,5x2, batch 2, size 8, 2 rounds', rounds=('reps', 5))
 
 
 def _jax_step(module, r):

@@ -58,10 +58,8 @@ flags.DEFINE_integer('block_channels', 256, 'input = output channels of the bott
 flags.DEFINE_integer('block_batch', 16, 'batch size of the bottleneck case')
 flags.DEFINE_integer('block_size', 16, 'image height = width of the bottleneck case')
 flags.DEFINE_float('lr', 0.01, 'SGD learning rate')
-flags.DEFINE_integer('reps', 20, 'timed interleaved rounds (median reported)')
-flags.DEFINE_bool('quick', False, 'tiny settings for tests: dense m 2, widths 4,4, input 8, '
-                  'batch 4; block 16 channels, 2x2 and 4x2, batch 2, 4x4 images; 2 rounds')
-flags.DEFINE_string('json_out', None, 'write results as JSON here')
+cli.define_benchmark_flags('dense m 2, widths 4,4, input 8, batch 4; block 16 channels, 2x2 '
+                           'and 4x2, batch 2, 4x4 images; 2 rounds', rounds=('reps', 20))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -52,16 +52,14 @@ flags.DEFINE_string('models', '1x128d,3x64d,37x10d,10x10d',
                     'comma list of CARDINALITYxBASE_WIDTHd ResNeXt-29 designs')
 flags.DEFINE_integer('batch', 16, 'batch size')
 flags.DEFINE_integer('size', 32, 'image height = width')
-flags.DEFINE_integer('reps', 5, 'timed interleaved rounds (median reported)')
 flags.DEFINE_bool('no_torch', False, 'skip torch (JAX only)')
 flags.DEFINE_string('torch_device', 'cpu', "torch's device: cpu, or cuda beside a JAX GPU")
 flags.DEFINE_bool('torch_compile', True, 'also time torch.compile (inductor) of the torch model')
 flags.DEFINE_bool('compare_bn', False, 'also time the model zoo ResNeXt with stock nn.BatchNorm')
 flags.DEFINE_bool('compare_xla', False, "also time it with GroupedConv(impl='loop') (no oneDNN)")
 flags.DEFINE_bool('check_stock', False, 'compare one ce_jax step with the stock flax model')
-flags.DEFINE_bool('quick', False, 'tiny settings for tests: stage outputs 16,32,64, stem 8, '
-                  'model 2x16d, batch 2, 8x8 images, 2 rounds')
-flags.DEFINE_string('json_out', None, 'write results as JSON here')
+cli.define_benchmark_flags('stage outputs 16,32,64, stem 8, model 2x16d, batch 2, 8x8 images, '
+                           '2 rounds', rounds=('reps', 5))
 
 NUM_CLASSES = 10
 
@@ -212,6 +210,13 @@ def run_benchmark(models, batch, size, reps, stage_outputs, stem_channels, use_t
   return results, torch
 
 
+def _cell(value, width: int) -> str:
+  """A table cell: a rate or ratio with 2 decimals, a name or count as it is, '-' for none."""
+  if isinstance(value, float):
+    return f'{value:{width}.2f}'
+  return f'{"-" if value is None else value:>{width}}'
+
+
 def main(argv):
   del argv  # positional arguments are refused by cli.run_main
   # Every flag is checked, also those --quick replaces.
@@ -234,25 +239,17 @@ def main(argv):
                                  torch_compile=use_compile, torch_device=device)
   print(f'ResNeXt-29 training step (SGD momentum), batch {batch}, {size}x{size}, float32, '
         f'median of {reps} interleaved rounds (images / s)')
-  head = (f'{"model":>8} {"params":>10} {"ce_jax":>8} {"torch":>8} {"ratio":>6} '
-          f'{"compiled":>8} {"ratio":>6}')
+  # (header, width, key of the result): --compare_bn and --compare_xla add their columns
+  columns = [('model', 8, 'name'), ('params', 10, 'params'), ('ce_jax', 8, 'ce_jax_img_s'),
+             ('torch', 8, 'torch_img_s'), ('ratio', 6, 'ratio'),
+             ('compiled', 8, 'torch_compile_img_s'), ('ratio', 6, 'ratio_compile')]
   if FLAGS.compare_bn:
-    head += f' {"flax_bn":>8} {"bn_gain":>7}'
+    columns += [('flax_bn', 8, 'ce_jax_flax_bn_img_s'), ('bn_gain', 7, 'fast_bn_speedup')]
   if FLAGS.compare_xla:
-    head += f' {"xla_only":>8} {"onednn_gain":>11}'
-  print(head)
+    columns += [('xla_only', 8, 'xla_only_img_s'), ('onednn_gain', 11, 'onednn_speedup')]
+  print(' '.join(f'{head:>{width}}' for head, width, _ in columns))
   for r in results:
-    torch_s = f'{r["torch_img_s"]:8.2f}' if r['torch_img_s'] else f'{"-":>8}'
-    ratio = f'{r["ratio"]:6.2f}' if r['ratio'] else f'{"-":>6}'
-    comp_s = (f'{r["torch_compile_img_s"]:8.2f}' if r['torch_compile_img_s'] else f'{"-":>8}')
-    comp_r = f'{r["ratio_compile"]:6.2f}' if r['ratio_compile'] else f'{"-":>6}'
-    line = (f'{r["name"]:>8} {r["params"]:>10} {r["ce_jax_img_s"]:8.2f} {torch_s} {ratio} '
-            f'{comp_s} {comp_r}')
-    if FLAGS.compare_bn:
-      line += f' {r["ce_jax_flax_bn_img_s"]:8.2f} {r["fast_bn_speedup"]:7.2f}'
-    if FLAGS.compare_xla:
-      line += f' {r["xla_only_img_s"]:8.2f} {r["onednn_speedup"]:11.2f}'
-    print(line)
+    print(' '.join(_cell(r[key], width) for _, width, key in columns))
   cli.write_json(FLAGS.json_out, {
       'benchmark': 'ResNeXt-29 training step (forward, backward, SGD momentum)',
       'settings': {'batch': batch, 'size': size, 'reps': reps, 'stage_outputs': stage_outputs,

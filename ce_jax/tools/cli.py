@@ -48,6 +48,10 @@ from ce_jax.tools import guards
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
+# The flags of define_benchmark_flags() belong to the binary that calls it (its --helpshort
+# lists them), not to this module.
+flags.disclaim_key_flags()
+
 # Flags holding an output FILE (besides any flag ending in '_out') and an output DIRECTORY.
 OUTPUT_FILE_FLAGS = ('out', 'output', 'output_file')
 OUTPUT_DIR_FLAGS = ('workdir', 'output_dir', 'out_dir', 'logdir')
@@ -322,6 +326,20 @@ def check_outputs(files: Iterable[str] | None = None, dirs: Iterable[str] | None
     seen[full] = name
     out[name] = full
   return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Flags several binaries share
+
+
+def define_benchmark_flags(quick: str, rounds: tuple[str, int] | None = None) -> None:
+  """Defines the flags every benchmark of ``experiments/`` takes: ``--quick`` (help ``tiny
+  settings for tests: <quick>``), ``--json_out`` and, with ``rounds=(name, default)``, the
+  number of timed interleaved rounds."""
+  if rounds is not None:
+    flags.DEFINE_integer(rounds[0], rounds[1], 'timed interleaved rounds (median reported)')
+  flags.DEFINE_bool('quick', False, f'tiny settings for tests: {quick}')
+  flags.DEFINE_string('json_out', None, 'write results as JSON here')
 
 
 # ---------------------------------------------------------------------------------------------
