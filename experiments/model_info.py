@@ -54,6 +54,12 @@ def _family(name: str) -> str:
   return 'resnext' if name.startswith('resnext') else name
 
 
+def _given(flag: str, default):
+  """``--flag``'s value, or ``default`` where it is not given."""
+  value = FLAGS[flag].value
+  return default if value is None else value
+
+
 def build(name: str):
   """Returns (module, example input ShapeDtypeStruct, call kwargs, hyperparameters, image_size)."""
   import jax
@@ -64,35 +70,27 @@ def build(name: str):
   bad = [f'--{f}' for f in _ALL_FLAGS if FLAGS[f].value is not None and f not in _FAMILY_FLAGS[fam]]
   if bad:
     raise ValueError(f'conflicting flags: {", ".join(bad)} do not apply to --model={name}')
-  hp = {}
-  if fam == 'resnext':
-    hp = {'cardinality': 1 if FLAGS.cardinality is None else FLAGS.cardinality,
-          'base_width': 64 if FLAGS.base_width is None else FLAGS.base_width}
-    if FLAGS.num_classes is not None:
-      hp['num_classes'] = FLAGS.num_classes
-    model = registry.get(name, **hp)
-    size = accounting.default_image_size(name) if FLAGS.image_size is None else FLAGS.image_size
-  elif fam == 'wrn':
-    hp = {'depth': 28 if FLAGS.depth is None else FLAGS.depth,
-          'widen_factor': 10 if FLAGS.widen_factor is None else FLAGS.widen_factor}
-    if FLAGS.num_classes is not None:
-      hp['num_classes'] = FLAGS.num_classes
-    model = registry.get(name, **hp)
-    from ce_jax.models import wrn
-    stages, _ = wrn.wrn_stages(hp['depth'])
-    size = (32 if stages == 3 else 64) if FLAGS.image_size is None else FLAGS.image_size
-  else:
+  if fam in ('dense', 'dense_ensemble'):
     if not FLAGS.widths:
       raise ValueError(f'--widths is required for --model={name}')
     hp = {'widths': _validate.int_list('widths', ','.join(FLAGS.widths)),
-          'num_outputs': 1 if FLAGS.num_outputs is None else FLAGS.num_outputs}
+          'num_outputs': _given('num_outputs', 1)}
     if fam == 'dense_ensemble':
-      hp['m'] = 1 if FLAGS.m is None else FLAGS.m
+      hp['m'] = _given('m', 1)
     model = registry.get(name, **hp)
-    input_dim = _validate.positive_int('input_dim', 748 if FLAGS.input_dim is None
-                                       else FLAGS.input_dim)
+    input_dim = _validate.positive_int('input_dim', _given('input_dim', 748))
     return model, jax.ShapeDtypeStruct((1, input_dim), jnp.float32), {}, hp, None
-  size = _validate.positive_int('image_size', size)
+  if fam == 'resnext':
+    hp = {'cardinality': _given('cardinality', 1), 'base_width': _given('base_width', 64)}
+    size = accounting.default_image_size(name)
+  else:
+    from ce_jax.models import wrn
+    hp = {'depth': _given('depth', 28), 'widen_factor': _given('widen_factor', 10)}
+    size = 32 if wrn.wrn_stages(hp['depth'])[0] == 3 else 64
+  if FLAGS.num_classes is not None:
+    hp['num_classes'] = FLAGS.num_classes
+  model = registry.get(name, **hp)
+  size = _validate.positive_int('image_size', _given('image_size', size))
   return model, jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32), {'train': False}, hp, size
 
 
