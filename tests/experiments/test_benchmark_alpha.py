@@ -6,19 +6,14 @@ Tiny settings; no timing checks, but the two paths must give the same moments.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
-from conftest import load_json
+from benchmark_checks import assert_rejects, quick_json
 
 
 @pytest.mark.slow
 def test_benchmark_alpha_quick(binary, tmp_path):
-  out = os.path.join(tmp_path, 'alpha.json')
-  proc = binary('benchmark_alpha', '--quick', f'--json_out={out}')
-  assert 'generic' in proc.stdout
-  d = load_json(out)
+  d = quick_json(binary, tmp_path, 'benchmark_alpha', 'generic')
   assert [(c['kind'], c['widths']) for c in d['cases']] == [('bottleneck', [4, 8]),
                                                             ('dense', [4, 8])]
   for c in d['cases']:
@@ -37,21 +32,14 @@ def test_benchmark_alpha_quick(binary, tmp_path):
 
 
 def test_benchmark_alpha_rejects_bad_flags(binary):
-  proc = binary('benchmark_alpha', '--cases=resnet', check=False)
-  assert proc.returncode == 2
-  assert proc.stderr.strip().splitlines()[-1].startswith('benchmark_alpha.py: error: cases')
-  proc = binary('benchmark_alpha', '--trials=1', check=False)
-  assert proc.returncode == 2
-  assert proc.stderr.strip().splitlines()[-1].startswith('benchmark_alpha.py: error: trials')
+  assert_rejects(binary, 'benchmark_alpha', '--cases=resnet', 'cases')
+  assert_rejects(binary, 'benchmark_alpha', '--trials=1', 'trials')
 
 
 @pytest.mark.slow
 def test_benchmark_alpha_fit_quick(binary, tmp_path):
   """The fit benchmark runs both samplers end to end and reports agreeing alphas."""
-  out = os.path.join(tmp_path, 'fit.json')
-  proc = binary('benchmark_alpha_fit', '--quick', f'--json_out={out}')
-  assert 'speed-up' in proc.stdout
-  d = load_json(out)
+  d = quick_json(binary, tmp_path, 'benchmark_alpha_fit', 'speed-up')
   assert [b['block'] for b in d['blocks']] == ['dense', 'bottleneck']
   for b in d['blocks']:
     for v in ('full_weights', 'conditional'):

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
-from conftest import load_json
+from benchmark_checks import assert_rejects, quick_json
 
 
 @pytest.mark.slow
 def test_benchmark_ensemble_quick(binary, tmp_path):
-  out = os.path.join(tmp_path, 'ensemble.json')
-  proc = binary('benchmark_ensemble', '--quick', f'--json_out={out}')
-  assert 'generic' in proc.stdout
-  d = load_json(out)
+  d = quick_json(binary, tmp_path, 'benchmark_ensemble', 'generic')
   assert [(c['kind'], c['m']) for c in d['cases']] == [('dense', 2), ('block', 2), ('block', 4)]
   for c in d['cases']:
     assert c['generic_s'] > 0 and c['hand_s'] > 0
@@ -26,6 +21,4 @@ def test_benchmark_ensemble_quick(binary, tmp_path):
 
 
 def test_benchmark_ensemble_rejects_bad_flags(binary):
-  proc = binary('benchmark_ensemble', '--blocks=8y4', check=False)
-  assert proc.returncode == 2
-  assert proc.stderr.strip().splitlines()[-1].startswith('benchmark_ensemble.py: error: blocks')
+  assert_rejects(binary, 'benchmark_ensemble', '--blocks=8y4', 'blocks')
