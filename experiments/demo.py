@@ -141,13 +141,7 @@ def model_entry(name, m, n, variance_ratio, summaries, seeds):
 
 
 def format_models(models):
-  lines = [f'{"design":<9} {"m x n":>8} {"params":>9} {"Var(K_e)/Var(K_s)":>18} '
-           f'{"test error (%)":>16}']
-  for d in models:
-    lines.append(f'{d["name"]:<9} {d["m"]:>3}x{d["n"]:<4} {d["params"]:>9,} '
-                 f'{d["variance_ratio"]:>18.3f} {100 * d["test_error_mean"]:>9.2f} +- '
-                 f'{100 * d["test_error_stderr"]:.2f}')
-  return '\n'.join(lines)
+  return cli.design_table(models, [('Var(K_e)/Var(K_s)', 'variance_ratio')])
 
 
 def main(argv):

@@ -226,15 +226,9 @@ def model_entry(name, m, n, params, ratios, runs, seeds):
 
 
 def format_models(models):
-  lines = ['predicted Var(K_e)/Var(K_s): fitted law exp(a + alpha S) - 1, '
-           'paper\'s exp(alpha S) - 1',
-           f'{"design":<9} {"m x n":>8} {"params":>9} {"ratio, fitted":>14} {"ratio, paper":>13} '
-           f'{"test error (%)":>16}']
-  for d in models:
-    lines.append(f'{d["name"]:<9} {d["m"]:>3}x{d["n"]:<4} {d["params"]:>9,} '
-                 f'{d["variance_ratio_fitted"]:>14.3f} {d["variance_ratio_paper"]:>13.3f} '
-                 f'{100 * d["test_error_mean"]:>9.2f} +- {100 * d["test_error_stderr"]:.2f}')
-  return '\n'.join(lines)
+  ratios = [('ratio, fitted', 'variance_ratio_fitted'), ('ratio, paper', 'variance_ratio_paper')]
+  return ('predicted Var(K_e)/Var(K_s): fitted law exp(a + alpha S) - 1, paper\'s exp(alpha S) '
+          '- 1\n' + cli.design_table(models, ratios))
 
 
 def main(argv):

@@ -561,6 +561,22 @@ def ensure_parent(path: str | None) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
 
 
+def design_table(models: Sequence[dict], ratios: Sequence[tuple[str, str]]) -> str:
+  """The table of trained designs a study binary prints: ``name``, ``m x n``, ``params``, one
+  column per ``(header, key)`` of ``ratios`` (a predicted variance ratio, 3 decimals, one wider
+  than its header) and the test error mean +- standard error in % (``test_error_mean``,
+  ``test_error_stderr``)."""
+  head = [f'{"design":<9} {"m x n":>8} {"params":>9}']
+  head += [f'{header:>{len(header) + 1}}' for header, _ in ratios]
+  lines = [' '.join(head + [f'{"test error (%)":>16}'])]
+  for d in models:
+    row = [f'{d["name"]:<9} {d["m"]:>3}x{d["n"]:<4} {d["params"]:>9,}']
+    row += [f'{d[key]:>{len(header) + 1}.3f}' for header, key in ratios]
+    row.append(f'{100 * d["test_error_mean"]:>9.2f} +- {100 * d["test_error_stderr"]:.2f}')
+    lines.append(' '.join(row))
+  return '\n'.join(lines)
+
+
 def print_warnings(warnings: Iterable[str], prog: str | None = None) -> None:
   """Prints each warning as one line ``<prog>: warning: <text>`` on stderr."""
   for w in warnings:
