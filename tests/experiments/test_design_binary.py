@@ -1,14 +1,10 @@
 """experiments/design.py on a block it has never seen (a new file in the current directory)."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BINARY = os.path.join(ROOT, 'experiments', 'design.py')
+from forked_binary import binary  # noqa: F401  (module-scoped: each run forked, see there)
 
 BLOCK = '''
 import flax.linen as nn
@@ -54,10 +50,10 @@ NOT_CALLABLE = 3
 '''
 
 
-def _run(args, cwd):
-  env = dict(os.environ, PYTHONPATH=ROOT)
-  return subprocess.run([sys.executable, BINARY] + args, cwd=cwd, env=env, capture_output=True,
-                        text=True, timeout=600)
+@pytest.fixture
+def run(binary, block_dir):
+  """``experiments/design.py args`` run in ``block_dir``, where myblock.py is (no exit check)."""
+  return lambda args: binary('design', *args, cwd=block_dir, check=False)
 
 
 @pytest.fixture
@@ -66,11 +62,11 @@ def block_dir(tmp_path):
   return tmp_path
 
 
-def test_design_fits_alpha_and_solves_for_a_new_block(block_dir):
+def test_design_fits_alpha_and_solves_for_a_new_block(block_dir, run):
   out = block_dir / 'design.json'
-  r = _run(['--member=myblock:factory', '--input_shape=5,5,8', '--baseline_width=32',
-            '--widths=4,8,16', '--trials=16', '--chunk_size=8', f'--json_out={out}',
-            f'--plot_out={block_dir / "design.png"}'], block_dir)
+  r = run(['--member=myblock:factory', '--input_shape=5,5,8', '--baseline_width=32',
+           '--widths=4,8,16', '--trials=16', '--chunk_size=8', f'--json_out={out}',
+           f'--plot_out={block_dir / "design.png"}'])
   assert r.returncode == 0, r.stderr[-2000:]
   assert 'left' in r.stdout and 'primal' in r.stdout
   d = json.loads(out.read_text())
@@ -94,23 +90,23 @@ def test_design_fits_alpha_and_solves_for_a_new_block(block_dir):
   assert (block_dir / 'design.png').stat().st_size > 1000
 
 
-def test_design_with_given_alpha_from_a_py_path(block_dir):
+def test_design_with_given_alpha_from_a_py_path(block_dir, run):
   out = block_dir / 'given.json'
-  r = _run([f'--member={block_dir / "myblock.py"}:factory', '--input_shape=5,5,8',
-            '--baseline_width=32', '--alpha=1.6', '--alpha_stderr=0.1', '--efficiency=flops',
-            f'--json_out={out}'], block_dir)
+  r = run([f'--member={block_dir / "myblock.py"}:factory', '--input_shape=5,5,8',
+           '--baseline_width=32', '--alpha=1.6', '--alpha_stderr=0.1', '--efficiency=flops',
+           f'--json_out={out}'])
   assert r.returncode == 0, r.stderr[-2000:]
   d = json.loads(out.read_text())
   assert d['alpha'] == 1.6 and d['points'][0]['ratio'] is None
   assert d['alpha_interval'][0] < 1.6 < d['alpha_interval'][1]
 
 
-def test_design_with_a_preset_builder_and_member_args(tmp_path):
+def test_design_with_a_preset_builder_and_member_args(tmp_path, run):
   """``--member=ce_jax.design.presets:wrn_basic``: a builder (defaults only) called with member_args."""
   out = tmp_path / 'wrn.json'
-  r = _run(['--member=ce_jax.design.presets:wrn_basic', '--member_args=channels=6',
-            '--baseline_width=12', '--widths=4,8', '--trials=4', '--chunk_size=4',
-            f'--json_out={out}'], tmp_path)
+  r = run(['--member=ce_jax.design.presets:wrn_basic', '--member_args=channels=6',
+           '--baseline_width=12', '--widths=4,8', '--trials=4', '--chunk_size=4',
+           f'--json_out={out}'])
   assert r.returncode == 0, r.stderr[-2000:]
   d = json.loads(out.read_text())
   assert d['member'] == 'wrn_basic_c6' and d['member_args'] == {'channels': 6}
@@ -128,9 +124,9 @@ def test_design_with_a_preset_builder_and_member_args(tmp_path):
     (['--member=myblock:factory', '--member_args=channels=6'], 'applies to a preset builder'),
     (['--member=ce_jax.design.presets:wrn_basic', '--input_shape=5,5,8'], 'does not apply'),
 ])
-def test_bad_member_args_exit_2_with_one_line(block_dir, args, match):
+def test_bad_member_args_exit_2_with_one_line(run, args, match):
   base = ['--baseline_width=12', '--widths=4,8', '--trials=4']
-  r = _run(args + base, block_dir)
+  r = run(args + base)
   assert r.returncode == 2, (r.returncode, r.stderr[-1500:])
   err = [l for l in r.stderr.strip().splitlines() if 'error:' in l]
   assert len(err) == 1 and match in err[0], r.stderr[-1500:]
@@ -152,12 +148,12 @@ def test_bad_member_args_exit_2_with_one_line(block_dir, args, match):
     (['--member=myblock:factory', '--alpha=1.6', '--alpha_from=a.json'], 'conflicting'),
     (['--preset=bottleneck', '--member=myblock:factory'], 'exactly one of'),
 ])
-def test_bad_members_exit_2_with_one_line(block_dir, args, match):
+def test_bad_members_exit_2_with_one_line(run, args, match):
   base = ['--input_shape=5,5,8', '--baseline_width=32', '--widths=4,8', '--trials=4']
   given = {a.split('=')[0] for a in args}
   if '--preset' in given:
     given.add('--input_shape')
-  r = _run(args + [b for b in base if b.split('=')[0] not in given], block_dir)
+  r = run(args + [b for b in base if b.split('=')[0] not in given])
   assert r.returncode == 2, (r.returncode, r.stderr[-1500:])
   err = [l for l in r.stderr.strip().splitlines() if 'error:' in l]
   assert len(err) == 1 and match in err[0], r.stderr[-1500:]

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import load_json
+from forked_binary import binary  # noqa: F401  (module-scoped: each run forked, see there)
 
 pytestmark = pytest.mark.slow
 
