@@ -14,7 +14,7 @@ from ce_jax.theory import alpha
 from ce_jax.design import presets, solver
 from ce_jax.design import member as member_lib
 from ce_jax.models import ensemble as ensemble_lib
-from conftest import run_binary
+from forked_binary import binary  # noqa: F401  (module-scoped: each run forked, see there)
 
 WIDTHS = (1, 3, 8, 17, 64)
 
@@ -115,12 +115,12 @@ def test_block_ensemble_has_m_times_the_path(name, kwargs, size):
   np.testing.assert_allclose(np.asarray(y), np.asarray(total), rtol=2e-4, atol=2e-4)
 
 
-def test_family_digits_binary(tmp_path):
+def test_family_digits_binary(binary, tmp_path):
   """experiments/family_digits.py end to end with tiny settings; a rerun reuses every run."""
   out = tmp_path / 'summary.json'
   flags = (f'--workdir={tmp_path / "w"}', f'--json_out={out}', '--quick', '--d_model=8',
            '--blocks=1', '--baseline_width=16')
-  run_binary('family_digits', *flags)
+  binary('family_digits', *flags)
   summary = json.loads(out.read_text())
   assert [d['name'] for d in summary['models']][:3] == ['baseline', 'primal', 'dual']
   assert all(len(d['test_errors']) == 2 for d in summary['models'])
@@ -135,7 +135,7 @@ def test_family_digits_binary(tmp_path):
   assert base['variance_ratio_paper'] == pytest.approx(1.0)
   # the paper's law: the same designs (each law's primal / dual, the other's for comparison),
   # so every run is reused
-  again = run_binary('family_digits', *flags, '--nointercept_law')
+  again = binary('family_digits', *flags, '--nointercept_law')
   assert 'trained seeds' not in again.stdout and 'reused' in again.stdout
   paper = json.loads(out.read_text())
   assert paper['law'] == 'paper' and paper['search']['intercept'] == 0.0

@@ -7,6 +7,7 @@ import os
 import pytest
 
 from conftest import load_json
+from forked_binary import binary  # noqa: F401  (module-scoped: each run forked, see there)
 
 pytestmark = pytest.mark.slow
 

@@ -12,6 +12,7 @@ import os
 import pytest
 
 from conftest import load_json
+from forked_binary import binary  # noqa: F401  (module-scoped: each run forked, see there)
 
 HAS_TORCH = importlib.util.find_spec('torch') is not None
 TORCH_FLAGS = [] if HAS_TORCH else ['--no_torch']
