@@ -12,6 +12,7 @@ from ce_jax.design import blocks, solver
 from ce_jax.training import input_pipeline
 
 from conftest import load_json
+from forked_binary import binary  # noqa: F401  (module-scoped: each run forked, see there)
 
 pytestmark = pytest.mark.slow
 
@@ -99,7 +100,8 @@ def test_binary(binary, tmp_path):
   out = tmp_path / 'ablation.json'
   png = tmp_path / 'ablation.png'
   # One epoch of four steps does not get below chance: a warning, not a failure, here.
-  proc = binary('ablation', '--repetitions=2', '--epochs=1', '--baseline_width=8',
+  # --depth=2 (the minimum, one hidden layer): the smallest training programs, one per design
+  proc = binary('ablation', '--repetitions=2', '--epochs=1', '--baseline_width=8', '--depth=2',
                 '--min_width=4', '--num_primal=2', '--num_dual=2', '--batch_size=64',
                 '--max_train=256', f'--json_out={out}', f'--plot_out={png}',
                 '--nofail_on_no_progress')

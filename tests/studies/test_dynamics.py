@@ -11,6 +11,7 @@ from ce_jax.design import blocks
 from ce_jax.studies import dynamics
 
 from conftest import load_json
+from forked_binary import binary  # noqa: F401  (module-scoped: each run forked, see there)
 
 pytestmark = pytest.mark.slow
 
@@ -74,11 +75,13 @@ def test_ntk_change_shrinks_with_mn():
 def test_binary(binary, tmp_path):
   out = tmp_path / 'dyn.json'
   png = tmp_path / 'dyn.png'
-  binary('ntk_dynamics', '--ds=2,3', '--steps=5', '--seeds=2', '--num_train=16',
-         '--num_probe=3', f'--json_out={out}', f'--plot_out={png}')
+  # --depth=2 (the minimum, one hidden layer): the smallest programs to compile, one per design
+  binary('ntk_dynamics', '--ds=2,3', '--depth=2', '--fixed_width=32', '--steps=5', '--seeds=2',
+         '--num_train=16', '--num_probe=3', f'--json_out={out}', f'--plot_out={png}')
   res = load_json(out)
   assert {'points', 'slope', 'slope_stderr'} <= set(res)
-  assert len(res['points']) == 4
+  # panels (a) (1, d^2) and (b) (d, d) for d = 2, 3, sorted by m n; no (c): beta(d^2) < beta(32) / 2
+  assert [(p['m'], p['n']) for p in res['points']] == [(1, 4), (2, 2), (1, 9), (3, 3)]
   for p in res['points']:
     assert {'m', 'n', 'delta_offdiag', 'delta_frob_rel'} <= set(p)
     assert p['delta_frob_rel'] > 0
