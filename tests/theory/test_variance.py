@@ -7,8 +7,12 @@ import pytest
 
 from ce_jax.theory import infinite, variance
 
+# One chi-square law for the synthetic samplers of all tests: with the same chunk sizes their
+# programs compile once (the suite's compilation cache serves the later tests).
+DOF = 2
 
-def _gamma_sampler(dof):
+
+def _gamma_sampler(dof=DOF):
   """Synthetic 'NTK entries': chi-square(dof) draws (3 of them), cheap to sample.
 
   E[K] = dof, Var K = 2 dof, E[K^2]/E[K]^2 = 1 + 2/dof.
@@ -21,10 +25,10 @@ def _gamma_sampler(dof):
 
 
 def test_moments_recover_known_distribution():
-  m = variance.ntk_moments(_gamma_sampler(8), jax.random.PRNGKey(0), 4000, chunk_size=500)
+  m = variance.ntk_moments(_gamma_sampler(), jax.random.PRNGKey(0), 4000, chunk_size=500)
   assert m.trials == 4000 and m.mean.shape == (3,)
-  for est, se, true in [(m.mean, m.mean_stderr, 8.0), (m.var, m.var_stderr, 16.0),
-                        (m.ratio, m.ratio_stderr, 1.25)]:
+  for est, se, true in [(m.mean, m.mean_stderr, DOF), (m.var, m.var_stderr, 2.0 * DOF),
+                        (m.ratio, m.ratio_stderr, 1 + 2.0 / DOF)]:
     assert np.all(np.abs(est - true) < 4 * se), (est, se, true)
   np.testing.assert_allclose(m.log_ratio, np.log(m.ratio))
   np.testing.assert_allclose(m.log_ratio_stderr, m.ratio_stderr / m.ratio)
@@ -32,8 +36,8 @@ def test_moments_recover_known_distribution():
 
 def test_ratio_stderr_matches_spread_over_repetitions():
   """The delta-method stderr of the ratio matches the spread of independent estimates."""
-  samples = variance.sample_over_inits(_gamma_sampler(2.0), jax.random.PRNGKey(0), 12000,
-                                      chunk_size=2000)
+  samples = variance.sample_over_inits(_gamma_sampler(), jax.random.PRNGKey(0), 12000,
+                                      chunk_size=500)
   reps = [variance.moments_from_samples(s) for s in np.split(np.asarray(samples), 30)]
   spread = np.std([r.ratio[0] for r in reps], ddof=1)
   mean_se = np.mean([r.ratio_stderr[0] for r in reps])
@@ -41,7 +45,7 @@ def test_ratio_stderr_matches_spread_over_repetitions():
 
 
 def test_stderr_shrinks_like_inverse_sqrt_trials():
-  sampler = _gamma_sampler(3.0)
+  sampler = _gamma_sampler()
   small = variance.neural_mean_kernel(sampler, jax.random.PRNGKey(1), 250, chunk_size=50)
   large = variance.neural_mean_kernel(sampler, jax.random.PRNGKey(2), 4000, chunk_size=500)
   ratio = small.stderr / large.stderr
@@ -53,22 +57,24 @@ def test_stderr_shrinks_like_inverse_sqrt_trials():
 
 
 def test_chunking_does_not_change_results():
-  sampler = _gamma_sampler(2.0)
+  # 50 trials: in chunks of 7 and 8 (a last partial chunk) and in one chunk of 50 (the program
+  # of the test above).
+  sampler = _gamma_sampler()
   key = jax.random.PRNGKey(3)
-  a = variance.sample_over_inits(sampler, key, 37, chunk_size=5)
-  b = variance.sample_over_inits(sampler, key, 37, chunk_size=64)
+  a = variance.sample_over_inits(sampler, key, 50, chunk_size=7)
+  b = variance.sample_over_inits(sampler, key, 50, chunk_size=64)
   calls = []
-  c = variance.sample_over_inits(sampler, key, 37, chunk_size=8,
+  c = variance.sample_over_inits(sampler, key, 50, chunk_size=8,
                                  progress=lambda d, t: calls.append((d, t)))
-  assert a.shape == (37, 3)
+  assert a.shape == (50, 3)
   np.testing.assert_allclose(a, b, rtol=1e-6)
   np.testing.assert_allclose(a, c, rtol=1e-6)
-  assert calls[-1] == (37, 37) and len(calls) == 5
-  nmk = variance.neural_mean_kernel(sampler, key, 37, chunk_size=5)
-  nmk2 = variance.neural_mean_kernel(sampler, key, 37, chunk_size=6, progress=lambda d, t: None)
+  assert calls[-1] == (50, 50) and len(calls) == 7
+  nmk = variance.neural_mean_kernel(sampler, key, 50, chunk_size=7)
+  nmk2 = variance.neural_mean_kernel(sampler, key, 50, chunk_size=8, progress=lambda d, t: None)
   ref = np.asarray(a, np.float64)
   np.testing.assert_allclose(nmk.mean, ref.mean(0), rtol=1e-5)
-  np.testing.assert_allclose(nmk.stderr, ref.std(0, ddof=1) / np.sqrt(37), rtol=1e-4)
+  np.testing.assert_allclose(nmk.stderr, ref.std(0, ddof=1) / np.sqrt(50), rtol=1e-4)
   np.testing.assert_allclose(nmk2.mean, nmk.mean, rtol=1e-5)
 
 
@@ -111,14 +117,18 @@ def test_diag_samplers_match_full_ntk():
 def test_bottleneck_diag_sampler_is_squared_gradient_norm():
   from ce_jax.models.bottleneck import NTKBottleneck
   x = np.random.default_rng(1).normal(size=(2, 3, 3, 8)).astype(np.float32)
-  key = jax.random.PRNGKey(2)
-  k = variance.bottleneck_diag_sampler(4, x, in_channels=8, out_channels=8)(key)
+  sampler = variance.bottleneck_diag_sampler(4, x, in_channels=8, out_channels=8)
   mod = NTKBottleneck(1, 4, 8, 8)
-  params = mod.init(key, x[:1])
-  for i in range(2):
-    g = jax.grad(lambda p: mod.apply(p, x[i:i + 1])[0, 0])(params)
-    ref = sum(float(jnp.sum(l ** 2)) for l in jax.tree_util.tree_leaves(g))
-    np.testing.assert_allclose(float(k[i]), ref, rtol=1e-5)
+
+  @jax.jit   # the sampler and the reference in one program (one compilation, not op by op)
+  def sampler_and_reference(key):
+    params = mod.init(key, x[:1])
+    grads = [jax.grad(lambda p, i=i: mod.apply(p, x[i:i + 1])[0, 0])(params) for i in range(2)]
+    ref = jnp.stack([sum(jnp.sum(l ** 2) for l in jax.tree_util.tree_leaves(g)) for g in grads])
+    return sampler(key), ref
+  k, ref = sampler_and_reference(jax.random.PRNGKey(2))
+  assert k.shape == (2,)
+  np.testing.assert_allclose(np.asarray(k), np.asarray(ref), rtol=1e-5)
 
 
 @pytest.mark.parametrize('kwargs, match', [
@@ -194,14 +204,15 @@ def test_streaming_moments_equal_moments_of_the_samples_and_key_contract():
     for field in ('mean', 'var', 'ratio', 'ratio_stderr', 'var_stderr', 'mean_stderr'):
       np.testing.assert_allclose(getattr(mom, field), getattr(ref, field), rtol=1e-6,
                                  err_msg=f'{field} chunk {chunk}')
-  nmk = variance.neural_mean_kernel(sample_fn, key, 53, chunk_size=8)
+  # (The chunk sizes above: their programs are compiled.)
+  nmk = variance.neural_mean_kernel(sample_fn, key, 53, chunk_size=7)
   np.testing.assert_allclose(nmk.mean, samples.mean(0), rtol=1e-6)
   np.testing.assert_allclose(nmk.stderr, samples.std(0, ddof=1) / np.sqrt(53), rtol=1e-5)
-  np.testing.assert_allclose(variance.ensemble_mean(sample_fn, key, 53, chunk_size=5),
+  np.testing.assert_allclose(variance.ensemble_mean(sample_fn, key, 53, chunk_size=64),
                              samples.mean(0), rtol=1e-6)
   # The first trials of a longer run are the same trials.
-  np.testing.assert_allclose(variance.sample_over_inits(sample_fn, key, 10), samples[:10],
-                             rtol=1e-6)
+  np.testing.assert_allclose(variance.sample_over_inits(sample_fn, key, 10, chunk_size=7),
+                             samples[:10], rtol=1e-6)
 
 
 def test_huge_sample_arrays_are_refused_before_the_work():
@@ -215,13 +226,18 @@ def test_convolutional_samplers_run_trials_sequentially_with_the_same_samples():
   a convolutional sampler run one after the other; the samples are those of vmap."""
   from ce_jax.theory import alpha
   from ce_jax.design import presets
+  # The member, input and chunk of test_variance_multidevice.py: its one-device run compiles
+  # the same chunk program (the suite's compilation cache serves whichever runs second).
   x = jax.random.normal(jax.random.PRNGKey(0), (1, 3, 3, 8))
   conv = alpha.member_sampler(presets.bottleneck(in_channels=8, out_channels=8), 4, x,
                               sampler='full_weights')
   dense = variance.dense_ntk_sampler((4, 4), np.ones((2, 3)))
-  keys = variance.trial_keys(jax.random.PRNGKey(1), 0, 6)
-  for sampler, mode in ((conv, 'sequential'), (dense, 'vmap')):
-    assert variance.batching(sampler) == mode
-    batched = variance._batched(sampler)  # pylint: disable=protected-access
-    np.testing.assert_allclose(np.asarray(jax.jit(batched)(keys)),
-                               np.asarray(jax.vmap(sampler)(keys)), rtol=1e-5)
+  key = jax.random.PRNGKey(1)
+  keys = variance.trial_keys(key, 0, 5)
+  assert variance.batching(conv) == 'sequential' and variance.batching(dense) == 'vmap'
+  # (jit: vmap alone would run op by op, compiling each operation.)
+  np.testing.assert_allclose(np.asarray(variance.sample_over_inits(conv, key, 5, chunk_size=5)),
+                             np.asarray(jax.jit(jax.vmap(conv))(keys)), rtol=1e-5)
+  batched = variance._batched(dense)  # pylint: disable=protected-access
+  got, ref = jax.jit(lambda k: (batched(k), jax.vmap(dense)(k)))(keys)   # one program
+  np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-5)
