@@ -72,22 +72,24 @@ def test_vmapped_repetitions_equal_separate_trainings():
   model = DenseEnsemble(3, (8, 8), 10)
   train_one = ablation.make_train_fn(model, data, epochs=2, batch_size=32, learning_rate=1e-2)
   keys = ablation.repetition_keys(7, 4)
-  batched = ablation.train_repetitions(train_one, keys)
-  chunked = ablation.train_repetitions(train_one, keys, chunk=2)  # two programs of 2 seeds
+  # 2 seeds in one program, and all 4 as two chunks of 2 seeds: the same vmapped program (one
+  # compilation; the chunks reuse it from the compilation cache), each against separate runs
+  batched = ablation.train_repetitions(train_one, keys[:2])
+  chunked = ablation.train_repetitions(train_one, keys, chunk=2)
   single = jax.jit(train_one)
-  for r in range(4):
-    ref = single(keys[r])
-    for a, b, c in zip(jax.tree_util.tree_leaves(ref.params),
-                       jax.tree_util.tree_leaves(batched.params),
-                       jax.tree_util.tree_leaves(chunked.params)):
-      np.testing.assert_allclose(b[r], a, rtol=1e-4, atol=1e-5)
-      np.testing.assert_allclose(c[r], a, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(batched.epoch_loss[r], ref.epoch_loss, rtol=1e-4)
-    assert float(batched.test_error[r]) == pytest.approx(float(ref.test_error), abs=1 / 64 + 1e-6)
+  refs = [single(k) for k in keys]
+  for out in (batched, chunked):
+    for r in range(out.epoch_loss.shape[0]):
+      ref = refs[r]
+      for a, b in zip(jax.tree_util.tree_leaves(ref.params), jax.tree_util.tree_leaves(out.params)):
+        np.testing.assert_allclose(b[r], a, rtol=1e-4, atol=1e-5)
+      np.testing.assert_allclose(out.epoch_loss[r], ref.epoch_loss, rtol=1e-4)
+      assert float(out.test_error[r]) == pytest.approx(float(ref.test_error), abs=1 / 64 + 1e-6)
+  assert chunked.epoch_loss.shape[0] == 4
   # repetitions are genuinely different (init and data order from the key) and training works.
-  first = jax.tree_util.tree_leaves(batched.params)[0]
+  first = jax.tree_util.tree_leaves(chunked.params)[0]
   assert not np.allclose(first[0], first[1])
-  assert np.all(batched.epoch_loss[:, -1] < batched.epoch_loss[:, 0])
+  assert np.all(chunked.epoch_loss[:, -1] < chunked.epoch_loss[:, 0])
 
 
 def test_spearman():
