@@ -17,8 +17,19 @@ x64 = enable_x64
 IMPLS = ('jacobian_contraction', 'ntk_vector_products')
 
 
+# Inputs and parameters come from numpy: jax.random outside jit compiles one program per
+# shape and dtype (most of these tests' time went there); the identities hold for any values.
+
 def _x(n, d=5, seed=0, dtype=jnp.float32):
-  return jax.random.normal(jax.random.PRNGKey(seed), (n, d), dtype)
+  return jnp.asarray(np.random.default_rng(seed).standard_normal((n, d)), dtype)
+
+
+def _init(model, x, seed):
+  """Parameters of ``model``'s tree (and dtypes) with N(0, 1) entries, the law of its kernels."""
+  rng = np.random.default_rng(seed)
+  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)   # traced, not compiled
+  return jax.tree_util.tree_map(lambda s: jnp.asarray(rng.standard_normal(s.shape), s.dtype),
+                                shapes)
 
 
 def _rel(a, b):
@@ -52,7 +63,7 @@ def test_one_hidden_layer_analytic():
   with x64():
     model = dense.DenseMember((7,), param_dtype=jnp.float64)
     x = _x(4, dtype=jnp.float64)
-    params = model.init(jax.random.PRNGKey(2), x)
+    params = _init(model, x, 2)
     w0 = np.asarray(params['params']['layer_0']['kernel'])
     w1 = np.asarray(params['params']['layer_1']['kernel'])[:, 0]
     xn = np.asarray(x)
@@ -67,16 +78,19 @@ def test_one_hidden_layer_analytic():
         np.testing.assert_allclose(k, expected, rtol=1e-10)
 
 
-@pytest.mark.parametrize('k_out', [1, 2])
-def test_ensemble_ntk_equals_aggregated_model_ntk(k_out):
-  """Eq. 4: vmap-mean of member NTKs == NTK of (1/sqrt m) sum_j f_j over concatenated params."""
+def test_ensemble_ntk_equals_aggregated_model_ntk():
+  """Eq. 4: vmap-mean of member NTKs == NTK of (1/sqrt m) sum_j f_j over concatenated params.
+
+  Two outputs (the trace over them and its 1/k). One output runs the same code: k is only an
+  array dimension there, with no branch on it (its kernels meet closed forms in
+  test_one_hidden_layer_analytic)."""
   with x64():
-    m, widths = 3, (6, 4)
+    m, widths, k_out = 3, (6, 4), 2
     x1, x2 = _x(5, dtype=jnp.float64), _x(4, seed=1, dtype=jnp.float64)
     member = dense.DenseMember(widths, k_out, param_dtype=jnp.float64)
     ens = dense.DenseEnsemble(m, widths, k_out, param_dtype=jnp.float64)
     stacked = dense.stack_member_params(
-        [member.init(jax.random.PRNGKey(10 + j), x1) for j in range(m)])
+        [_init(member, x1, 10 + j) for j in range(m)])
     aggregated = ntk.empirical_ntk_fn(ens.apply, backend='jax', vmap_axes=0)(x1, x2, stacked)
     for backend in ('jax', 'structured'):
       for impl in IMPLS:
@@ -98,7 +112,7 @@ def test_backends_and_implementations_agree_float64():
   with x64():
     model = dense.DenseMember((6, 3, 5), num_outputs=3, param_dtype=jnp.float64)
     x1, x2 = _x(5, dtype=jnp.float64), _x(3, seed=1, dtype=jnp.float64)
-    params = model.init(jax.random.PRNGKey(0), x1)
+    params = _init(model, x1, 0)
     for trace_axes in ((-1,), ()):
       ref = ntk.empirical_ntk_fn(model.apply, backend='jax', trace_axes=trace_axes)(x1, x2,
                                                                                    params)
@@ -116,7 +130,7 @@ def test_backends_and_implementations_agree_float64():
 def test_symmetric_psd():
   model = dense.DenseEnsemble(2, (16, 16))
   x = _x(10)
-  params = model.init(jax.random.PRNGKey(0), x)
+  params = _init(model, x, 0)
   for backend in ('jax', 'structured'):
     k = np.asarray(ntk.empirical_ntk_fn(model.apply, backend=backend, vmap_axes=0)(x, None,
                                                                                   params),
@@ -126,34 +140,35 @@ def test_symmetric_psd():
     assert np.linalg.eigvalsh((k + k.T) / 2).min() > -1e-4 * np.abs(k).max()
 
 
-@pytest.mark.parametrize('backend', ['jax', 'structured'])
-def test_diagonal_equals_diag_of_full(backend):
+def test_diagonal_equals_diag_of_full():
+  """Both backends against the diagonal of the full NTK (computed once for both)."""
   with x64():
     m, widths = 3, (5, 4)
     x = _x(6, dtype=jnp.float64)
     member = dense.DenseMember(widths, 2, param_dtype=jnp.float64)
-    params = member.init(jax.random.PRNGKey(0), x)
-    full = ntk.empirical_ntk_fn(member.apply, backend='jax')(x, None, params)
-    diag = ntk.ntk_diagonal_fn(member.apply, backend=backend)(x, params)
-    assert diag.shape == (6,)
-    assert _rel(diag, np.diag(full)) < 1e-12
-    chunked = ntk.ntk_diagonal_fn(member.apply, backend=backend, batch_size=4)(x, params)
-    assert _rel(chunked, np.diag(full)) < 1e-12
+    params = _init(member, x, 0)
+    full_fn = ntk.empirical_ntk_fn(member.apply, backend='jax')
+    full = full_fn(x, None, params)
     full_k = ntk.empirical_ntk_fn(member.apply, backend='jax', trace_axes=())(x, None, params)
-    diag_k = ntk.ntk_diagonal_fn(member.apply, backend=backend, trace_axes=())(x, params)
-    assert _rel(diag_k, np.stack([full_k[i, i] for i in range(6)])) < 1e-12
     # Many initializations at once (Monte Carlo), with and without chunking.
-    stacked = dense.stack_member_params(
-        [member.init(jax.random.PRNGKey(j), x) for j in range(m)])
-    expected = np.stack([np.diag(ntk.empirical_ntk_fn(member.apply, backend='jax')(
-        x, None, dense.member_params(stacked, j))) for j in range(m)])
-    for batch_size in (None, 2):
-      got = ntk.ntk_diagonal_fn(member.apply, backend=backend, stacked=True,
-                                batch_size=batch_size)(x, stacked)
-      assert got.shape == (m, 6)
-      assert _rel(got, expected) < 1e-12
-    ens = ntk.ensemble_ntk_diagonal_fn(member.apply, backend=backend)(x, stacked)
-    assert _rel(ens, expected.mean(0)) < 1e-12
+    stacked = dense.stack_member_params([_init(member, x, j) for j in range(m)])
+    expected = np.stack([np.diag(full_fn(x, None, dense.member_params(stacked, j)))
+                         for j in range(m)])
+    for backend in ('jax', 'structured'):
+      diag = ntk.ntk_diagonal_fn(member.apply, backend=backend)(x, params)
+      assert diag.shape == (6,)
+      assert _rel(diag, np.diag(full)) < 1e-12, backend
+      chunked = ntk.ntk_diagonal_fn(member.apply, backend=backend, batch_size=4)(x, params)
+      assert _rel(chunked, np.diag(full)) < 1e-12, backend
+      diag_k = ntk.ntk_diagonal_fn(member.apply, backend=backend, trace_axes=())(x, params)
+      assert _rel(diag_k, np.stack([full_k[i, i] for i in range(6)])) < 1e-12, backend
+      for batch_size in (None, 2):
+        got = ntk.ntk_diagonal_fn(member.apply, backend=backend, stacked=True,
+                                  batch_size=batch_size)(x, stacked)
+        assert got.shape == (m, 6)
+        assert _rel(got, expected) < 1e-12, (backend, batch_size)
+      ens = ntk.ensemble_ntk_diagonal_fn(member.apply, backend=backend)(x, stacked)
+      assert _rel(ens, expected.mean(0)) < 1e-12, backend
 
 
 def test_auto_backend_resolution():
@@ -168,7 +183,7 @@ def test_auto_backend_resolution():
 def test_errors():
   model = dense.DenseMember((4,))
   x = _x(3)
-  params = model.init(jax.random.PRNGKey(0), x)
+  params = _init(model, x, 0)
   with pytest.raises(ValueError, match='backend must be one of'):
     ntk.empirical_ntk_fn(model.apply, backend='torch')
   with pytest.raises(ValueError, match='implementation must be one of'):
@@ -200,7 +215,7 @@ def test_auto_chunking_paths_are_exact(monkeypatch):
   with x64():
     member = dense.DenseMember((4, 3), param_dtype=jnp.float64)
     x = _x(5, dtype=jnp.float64)
-    stacked = dense.stack_member_params([member.init(jax.random.PRNGKey(j), x) for j in range(3)])
+    stacked = dense.stack_member_params([_init(member, x, j) for j in range(3)])
     generic = lambda p, xx: member.apply(p, xx)
     ens_ref = ntk.ensemble_ntk_fn(generic, backend='jax', member_batch_size=None)(x, None, stacked)
     first = dense.member_params(stacked, 0)
