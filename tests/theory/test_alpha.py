@@ -56,21 +56,23 @@ def test_planted_alpha_with_gaussian_noise_on_ratios():
 
 
 def test_estimate_alpha_small_bottleneck_and_dense():
-  est = alpha.estimate_alpha('bottleneck', (4, 16), 24, jax.random.PRNGKey(0), in_channels=16,
-                             out_channels=16, chunk_size=12)
-  assert est.block == 'bottleneck' and est.trials == 24 and len(est.points) == 2
+  # Key, widths, input and chunk of test_conditional's estimate_alpha tests: the same programs
+  # (compilation is the cost here), compiled once for the suite.
+  est = alpha.estimate_alpha('bottleneck', (4, 8), 60, jax.random.PRNGKey(4), in_channels=8,
+                             out_channels=8, chunk_size=60)
+  assert est.block == 'bottleneck' and est.trials == 60 and len(est.points) == 2
   assert np.isfinite(est.fit.alpha) and est.fit.alpha > 0 and est.fit.alpha_stderr > 0
   p = est.points[0]
-  assert p.width == 4 and p.fan_in_sum == pytest.approx(1 / 16 + 2 / 4)
+  assert p.width == 4 and p.fan_in_sum == pytest.approx(1 / 8 + 2 / 4)
   assert p.ratio > 1 and p.ratio_stderr > 0
-  kern = alpha.estimate_alpha('bottleneck', (4,), 24, jax.random.PRNGKey(0), in_channels=16,
-                              out_channels=16, fan_in_convention='kernel', chunk_size=12,
+  kern = alpha.estimate_alpha('bottleneck', (4,), 60, jax.random.PRNGKey(4), in_channels=8,
+                              out_channels=8, fan_in_convention='kernel', chunk_size=60,
                               intercept=False)
-  assert kern.points[0].fan_in_sum == pytest.approx(1 / 16 + 1 / 36 + 1 / 4)
+  assert kern.points[0].fan_in_sum == pytest.approx(1 / 8 + 1 / 36 + 1 / 4)
   assert kern.points[0].ratio == pytest.approx(p.ratio)  # same Monte Carlo, other S
-  dense = alpha.estimate_alpha('dense', (8, 32), 24, jax.random.PRNGKey(1), depth=3,
-                               input_dim=10, chunk_size=24)
-  assert dense.points[1].fan_in_sum == pytest.approx(2 / 32)
+  dense = alpha.estimate_alpha('dense', (4, 8, 32), 50, jax.random.PRNGKey(0), depth=3,
+                               input_dim=16, chunk_size=50)
+  assert dense.points[2].fan_in_sum == pytest.approx(2 / 32)
   assert np.isfinite(dense.fit.alpha) and dense.fit.alpha > 0
 
 
