@@ -39,7 +39,8 @@ def _dense_input():
 
 
 def _bottleneck_input(spatial=3):
-  return jax.random.normal(jax.random.PRNGKey(0), (1, spatial, spatial, 8))
+  # numpy: jax.random outside jit would compile a program per shape.
+  return np.random.default_rng(0).standard_normal((1, spatial, spatial, 8)).astype(np.float32)
 
 
 def _samples(sampler, seed, trials=TRIALS, chunk_size=BOTTLENECK_CHUNK):

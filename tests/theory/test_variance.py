@@ -228,7 +228,7 @@ def test_convolutional_samplers_run_trials_sequentially_with_the_same_samples():
   from ce_jax.design import presets
   # The member, input and chunk of test_variance_multidevice.py: its one-device run compiles
   # the same chunk program (the suite's compilation cache serves whichever runs second).
-  x = jax.random.normal(jax.random.PRNGKey(0), (1, 3, 3, 8))
+  x = np.random.default_rng(0).standard_normal((1, 3, 3, 8)).astype(np.float32)
   conv = alpha.member_sampler(presets.bottleneck(in_channels=8, out_channels=8), 4, x,
                               sampler='full_weights')
   dense = variance.dense_ntk_sampler((4, 4), np.ones((2, 3)))

@@ -23,7 +23,8 @@ if len(sys.argv) > 1:
   jax.distributed.initialize(f'127.0.0.1:{sys.argv[1]}', 2, int(sys.argv[2]))
 from ce_jax.theory import alpha, variance
 from ce_jax.design import presets
-x = jax.random.normal(jax.random.PRNGKey(0), (1, 3, 3, 8))
+import numpy as np
+x = np.random.default_rng(0).standard_normal((1, 3, 3, 8)).astype(np.float32)
 out = {'devices': jax.device_count(), 'processes': jax.process_count()}
 member = presets.bottleneck(in_channels=8, out_channels=8)
 # The conditional sampler (no convolution) and the full-weight one (convolutions, lax.map).
