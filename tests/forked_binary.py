@@ -9,13 +9,6 @@ its own exit code, stdout and stderr, as a user's ``python experiments/<name>.py
 starts in ~0.03 s instead of the ~1.2 s of a fresh interpreter and its imports. XLA starts in
 the child (nothing is compiled before the fork) and shares the suite's compilation cache. A
 run with its own ``env`` falls back to a fresh interpreter.
-
-The runs compile with ``XLA_FLAGS=--xla_backend_optimization_level=0`` (added to the caller's
-XLA_FLAGS): XLA's own HLO passes (fusion, simplification, layout) run as always, only LLVM's
-optimization of the generated CPU kernels is skipped. Floating-point semantics are the same
-(no fast-math either way; matmuls, convolutions and oneDNN calls are precompiled library
-code), and the tests check results, never speed; the binaries compile 2-4x faster (the
-benchmarks' --quick runs: 74 s -> 39 s on 2 cores).
 """
 
 from __future__ import annotations
@@ -29,25 +22,9 @@ import bad_input_cases
 REPO = bad_input_cases.REPO
 
 
-FAST_COMPILE = '--xla_backend_optimization_level=0'
-
-
-def _fork_server():
-  """A ForkServer whose environment (read once, at its start) adds FAST_COMPILE to XLA_FLAGS."""
-  old = os.environ.get('XLA_FLAGS')
-  os.environ['XLA_FLAGS'] = f'{old} {FAST_COMPILE}' if old else FAST_COMPILE
-  try:
-    return bad_input_cases.ForkServer()
-  finally:
-    if old is None:
-      del os.environ['XLA_FLAGS']
-    else:
-      os.environ['XLA_FLAGS'] = old
-
-
 @pytest.fixture(scope='module')
 def binary():
-  server = _fork_server()
+  server = bad_input_cases.ForkServer()
 
   def run(name, *flags, env=None, timeout=600, check=True, cwd=REPO):
     res = server.run([os.path.join(REPO, 'experiments', f'{name}.py'), *flags], cwd=str(cwd),
