@@ -504,6 +504,11 @@ def api_cases() -> list[ApiCase]:
         ('one depth', '(4,)')),
       A('alpha.fan_in_sum', 'width 0', lambda: alpha.fan_in_sum('dense', 0), ('width', '0')),
       A('alpha.fan_in_sum', "block 'x'", lambda: alpha.fan_in_sum('x', 4), ('block', "'x'")),
+      A('alpha.fan_in_sums', 'width 0', lambda: alpha.fan_in_sums('dense', [4, 0]),
+        ('width', '0')),
+      A('alpha.fan_in_sums', "block 'x'", lambda: alpha.fan_in_sums('x', [4]), ('block', "'x'")),
+      A('alpha.fan_in_sums', 'convention', lambda: alpha.fan_in_sums(
+          'bottleneck', [4], fan_in_convention='fan'), ('fan_in_convention', "'fan'")),
       A('alpha.block_input', 'num_inputs 0', lambda: alpha.block_input('dense', key,
                                                                        num_inputs=0),
         ('num_inputs', '0')),

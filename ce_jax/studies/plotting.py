@@ -109,8 +109,7 @@ def plot_alpha_fit(estimate, path: str, *, fan_in_convention: str = 'channels',
   r = np.array([p.ratio for p in points])
   se = np.array([p.ratio_stderr for p in points])
   grid = np.unique(np.geomspace(w.min(), w.max(), 200).round().astype(int))
-  s_grid = np.array([alpha_lib.fan_in_sum(block, int(n), depth=depth,
-                                          fan_in_convention=fan_in_convention) for n in grid])
+  s_grid = alpha_lib.fan_in_sums(block, grid, depth=depth, fan_in_convention=fan_in_convention)
   fig, axes = plt.subplots(1, 2, figsize=(10, 4))
   ax = axes[0]
   ax.errorbar(w, r, yerr=se, fmt='o', capsize=3, label='Monte Carlo')

@@ -281,6 +281,16 @@ def fan_in_sum(block: str, width: int, *, depth: int = 6, in_channels: int = 256
                                fan_in_convention)
 
 
+def fan_in_sums(block: str, widths, *, depth: int = 6, in_channels: int = 256,
+                fan_in_convention: str = 'channels') -> np.ndarray:
+  """:func:`fan_in_sum` at each of ``widths`` ((G,) ints), float64 (G,): one count model of the
+  preset for the whole grid instead of one trace per width (the same exact values)."""
+  _validate.choice('block', block, BLOCKS)
+  _validate.choice('fan_in_convention', fan_in_convention, member_lib.FAN_IN_CONVENTIONS)
+  prof = member_lib.profile(_preset(block, depth=depth, in_channels=in_channels), widths)
+  return np.asarray(prof.fan_in_sum[fan_in_convention], np.float64)
+
+
 def _preset(block: str, *, depth: int = 6, input_dim: int = 748, in_channels: int = 256,
             out_channels: int = 256) -> Member:
   if block == 'dense':

@@ -123,3 +123,23 @@ def test_block_inputs():
   assert np.count_nonzero(c[0, :, :, 0]) == 1 and c[0, 1, 1, 0] != 0
   np.testing.assert_array_equal(k[0], np.broadcast_to(c[0, 1, 1], (3, 3, 4)))
   assert alpha.block_input('dense', key, input_dim=5, num_inputs=2).shape == (2, 5)
+
+
+def test_fan_in_sums_on_a_grid_equal_one_trace_per_width_and_the_closed_forms():
+  """The plot's S(n) grid (one count model) is exactly fan_in_sum width by width, and the
+  closed forms of Assumption 1 (dense: (L - 1)/n; bottleneck: 1/c_in + 2/n, or with the 3x3
+  kernel's 9 n fan-in for 'kernel')."""
+  dense_w, bottleneck_w = np.array([3, 4, 17, 64, 200]), np.array([1, 4, 10, 33, 128])
+  dense = alpha.fan_in_sums('dense', dense_w, depth=4)
+  np.testing.assert_array_equal(dense, [alpha.fan_in_sum('dense', int(n), depth=4)
+                                        for n in dense_w])
+  np.testing.assert_allclose(dense, [blocks.dense_uniform_fan_in_sum(n, 4) for n in dense_w],
+                             rtol=1e-12)
+  for conv in ('channels', 'kernel'):
+    got = alpha.fan_in_sums('bottleneck', bottleneck_w, fan_in_convention=conv)
+    assert got.shape == (5,) and got.dtype == np.float64
+    np.testing.assert_array_equal(got, [alpha.fan_in_sum('bottleneck', int(n),
+                                                         fan_in_convention=conv)
+                                        for n in bottleneck_w])
+    np.testing.assert_allclose(got, blocks.bottleneck_fan_in_sum(bottleneck_w, 256, conv),
+                               rtol=1e-12)
