@@ -12,7 +12,7 @@ pre-activations have O(1) variance at any width); ReLU between convolutions; str
 padding; no biases and no BatchNorm (the NTK scaling already keeps activations O(1), and the
 fan-in sum S of Assumption 1 only counts the convolutions).
 
-Design decisions (documented in ``docs/ALPHA.md``):
+Design decisions (the recipe they serve: ``docs/ALPHA.md``, section "Bottleneck"):
 
 * **No residual.** The identity shortcut of an ``in == out`` block has no parameters, so it adds
   ``x`` to ``y`` and leaves the NTK (gradients w.r.t. parameters) unchanged; the path is what the

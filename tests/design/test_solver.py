@@ -1,4 +1,5 @@
-"""Tests of the primal/dual solver: calibration numbers (docs/SEARCH.md), references, bad input."""
+"""Tests of the primal/dual solver: calibration numbers (docs/THEORY.md section 10), references,
+bad input."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def test_resnext29_calibration_params():
   assert abs(r.primal.m - 35.4) < 0.05
   assert round(r.primal.params / 1e6, 2) == 13.74 and round(r.baseline.params / 1e6, 2) == 13.78
   # Dual: n = 10 with m_d = 12.2 under the default 'channels' convention (paper: m ~ 10, see
-  # docs/SEARCH.md); the variance is matched by 12 paths.
+  # docs/THEORY.md section 10); the variance is matched by 12 paths.
   assert r.dual.n == 10 and abs(r.dual.m - 12.15) < 0.05 and r.dual.m_int == 12
   assert r.strong_duality
 
@@ -65,7 +66,8 @@ def test_resnet50_calibration():
 def test_flops_efficiency_resnext29():
   r = solver.search('resnext29', 1.6, base_width=128, efficiency='flops')
   # Per path, one block's FLOPs are 2 H W beta(n): the optimum width is the parameter one; the
-  # FLOP-matched integer m on the full network is 34 (paper: 44x8d / 60x6d, see docs/SEARCH.md).
+  # FLOP-matched integer m on the full network is 34 (paper: 44x8d / 60x6d; docs/THEORY.md
+  # section 10).
   assert r.primal.n == 10 and r.primal.m_int == 34
   assert abs(r.primal.flops - r.baseline.flops) / r.baseline.flops < 0.01
   np.testing.assert_allclose(r.primal.rho, r.baseline.flops / r.primal.flops)
@@ -172,7 +174,8 @@ def test_resnext38_paper_designs():
   assert r.primal.label == '37x10d' and round(r.primal.params / 1e6, 2) == 57.67
   r = solver.search('resnext38', 1.6, base_width=96)
   assert r.primal.n == 10 and r.primal.m_int == 23  # closest count; the paper picked 22x10d
-  # The paper's dual 8x10d: m_d(10) under the 'kernel' fan-in convention (docs/SEARCH.md).
+  # The paper's dual 8x10d: m_d(10) under the 'kernel' fan-in convention (docs/THEORY.md
+  # section 10).
   c, _, _ = solver.curves(solver.resnext_problem('resnext38', 1, 96, fan_in_convention='kernel'),
                           1.6)
   assert abs(c.dual_m[9] - 8.06) < 0.02
