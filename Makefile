@@ -91,7 +91,7 @@ test-nt: $(NT_VENV)/.installed
 test-py312: $(PY312_VENV)/.installed
 	$(PY312_VENV)/bin/python -c "import sys, jax, flax; print('stack: Python', \
 	  sys.version.split()[0], 'jax', jax.__version__, 'flax', flax.__version__)"
-	$(PY312_VENV)/bin/python $(PYTEST) -n $(PYTEST_WORKERS) tests
+	CE_JAX_TEST_FULL_OPT=1 $(PY312_VENV)/bin/python $(PYTEST) -n $(PYTEST_WORKERS) tests
 
 bench: install
 	$(BIN)/pip install -q -c $(LOCK) -e '.[bench]'

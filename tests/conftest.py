@@ -23,7 +23,28 @@ os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 
-import jax  # noqa: E402  (after the cache variables)
+# The suite compiles with XLA's backend optimization level 0: XLA's HLO passes (fusion,
+# simplification, layout assignment) run as always and only LLVM's optimization of the generated
+# CPU kernels is skipped, so results are the same (no fast-math either way; matmuls,
+# convolutions and the oneDNN calls are precompiled library code) and programs compile 1.5-3x
+# faster (the tests check results, never speed). CE_JAX_TEST_FULL_OPT=1 compiles as users' runs
+# do; CI runs the Python 3.12 suite that way. Added to, never replacing, the caller's XLA_FLAGS.
+FAST_COMPILE = '--xla_backend_optimization_level=0'
+if os.environ.get('CE_JAX_TEST_FULL_OPT', '') in ('', '0'):
+  _flags = os.environ.get('XLA_FLAGS', '')
+  if '--xla_backend_optimization_level' not in _flags:
+    os.environ['XLA_FLAGS'] = f'{_flags} {FAST_COMPILE}'.strip()
+
+
+
+def xla_flags(*flags):
+  """XLA_FLAGS for a subprocess with ``flags`` (e.g. a device count) and the suite's compile
+  level (above), so every run of the suite compiles alike."""
+  ours = () if FAST_COMPILE not in os.environ.get('XLA_FLAGS', '') else (FAST_COMPILE,)
+  return ' '.join(flags + ours)
+
+
+import jax  # noqa: E402  (after the cache and XLA variables)
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

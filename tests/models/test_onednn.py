@@ -20,6 +20,7 @@ from jax import lax
 
 from conftest import REPO
 from conftest import enable_x64
+from conftest import xla_flags
 from ce_jax.design import accounting
 from ce_jax.models.native import onednn
 from ce_jax.models import layers
@@ -300,7 +301,7 @@ def test_pmap_over_two_cpu_devices_matches_lax():
           dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=4,
           precision=lax.Precision.HIGHEST))
       print(float(jnp.max(jnp.abs(ours - ref)) / jnp.max(jnp.abs(ref))))
-  """, {'XLA_FLAGS': '--xla_force_host_platform_device_count=2'})
+  """, {'XLA_FLAGS': xla_flags('--xla_force_host_platform_device_count=2')})
   assert float(out.strip().splitlines()[-1]) < 1e-5
 
 

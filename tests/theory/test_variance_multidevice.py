@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO
+from conftest import xla_flags
 
 SCRIPT = r'''
 import json, sys
@@ -45,7 +46,7 @@ def _run(tmp_path, *args, env_extra=None, background=False):
   path.write_text(SCRIPT)
   env = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='2',
              PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''))
-  env.pop('XLA_FLAGS', None)
+  env['XLA_FLAGS'] = xla_flags()   # no device count of the caller's
   env.update(env_extra or {})
   proc = subprocess.Popen([sys.executable, str(path), *args], env=env, cwd=REPO,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -73,7 +74,8 @@ def one_device(tmp_path_factory):
 
 
 def test_two_devices_give_the_moments_of_one(tmp_path, one_device):
-  two = _run(tmp_path, env_extra={'XLA_FLAGS': '--xla_force_host_platform_device_count=2'})
+  two = _run(tmp_path,
+             env_extra={'XLA_FLAGS': xla_flags('--xla_force_host_platform_device_count=2')})
   assert one_device['devices'] == 1 and two['devices'] == 2
   _same(two, one_device)
 

@@ -11,6 +11,7 @@ import pytest
 
 from conftest import REPO
 from conftest import run_binary
+from conftest import xla_flags
 
 if REPO not in sys.path:
   sys.path.insert(0, REPO)
@@ -80,7 +81,8 @@ CASES = [
     (['--config.learning_rate=-0.1'], {}, 'learning_rate must be a finite number > 0, got -0.1'),
     (['--config.dataset=svhn'], {}, 'dataset must be one of'),
     (['--config.model=resnet7'], {}, 'model must be one of'),
-    (['--config.batch_size=64'], {'XLA_FLAGS': '--xla_force_host_platform_device_count=3'},
+    (['--config.batch_size=64'],
+     {'XLA_FLAGS': xla_flags('--xla_force_host_platform_device_count=3')},
      'batch_size must be divisible by the number of devices (3), got 64'),
 ]
 

@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from conftest import REPO
+from conftest import xla_flags
 from conftest import run_binary
 
 if REPO not in sys.path:
@@ -47,7 +48,8 @@ def _close(a, b, rel=1e-4):
 def test_two_devices_match_one_device(tmp_path, one_device):
   workdir = str(tmp_path / 'two')
   run_binary('train', *FLAGS, f'--workdir={workdir}',
-             env={'XLA_FLAGS': '--xla_force_host_platform_device_count=2', 'JAX_PLATFORMS': 'cpu'})
+             env={'XLA_FLAGS': xla_flags('--xla_force_host_platform_device_count=2'),
+                  'JAX_PLATFORMS': 'cpu'})
   two = _load(workdir)
   assert two['devices'] == 2 and one_device['devices'] == 1
   assert two['steps'] == one_device['steps'] == 30
@@ -67,7 +69,7 @@ def test_two_processes_on_localhost_match_one_device(tmp_path, one_device):
   port = _free_port()
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', JAX_PLATFORMS='cpu',
              PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''))
-  env.pop('XLA_FLAGS', None)
+  env['XLA_FLAGS'] = xla_flags()   # no device count of the caller's
   procs = [subprocess.Popen(
       [sys.executable, os.path.join(REPO, 'experiments', 'train.py'), *FLAGS,
        f'--workdir={workdir}', f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
