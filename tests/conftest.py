@@ -30,7 +30,11 @@ os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 # faster (the tests check results, never speed). CE_JAX_TEST_FULL_OPT=1 compiles as users' runs
 # do; CI runs the Python 3.12 suite that way. Added to, never replacing, the caller's XLA_FLAGS.
 FAST_COMPILE = '--xla_backend_optimization_level=0'
-if os.environ.get('CE_JAX_TEST_FULL_OPT', '') in ('', '0'):
+_FULL_OPT = os.environ.get('CE_JAX_TEST_FULL_OPT', '').strip().lower()
+if _FULL_OPT not in ('', '0', 'false', 'no', 'off', '1', 'true', 'yes', 'on'):
+  raise ValueError(f'CE_JAX_TEST_FULL_OPT must be 1/true/yes/on (compile as users do) or '
+                   f'0/false/no/off (the suite\'s fast compile), got {_FULL_OPT!r}')
+if _FULL_OPT in ('', '0', 'false', 'no', 'off'):
   _flags = os.environ.get('XLA_FLAGS', '')
   if '--xla_backend_optimization_level' not in _flags:
     os.environ['XLA_FLAGS'] = f'{_flags} {FAST_COMPILE}'.strip()
@@ -38,10 +42,12 @@ if os.environ.get('CE_JAX_TEST_FULL_OPT', '') in ('', '0'):
 
 
 def xla_flags(*flags):
-  """XLA_FLAGS for a subprocess with ``flags`` (e.g. a device count) and the suite's compile
-  level (above), so every run of the suite compiles alike."""
-  ours = () if FAST_COMPILE not in os.environ.get('XLA_FLAGS', '') else (FAST_COMPILE,)
-  return ' '.join(flags + ours)
+  """XLA_FLAGS for a subprocess: ``flags`` (e.g. a device count) and this process's XLA_FLAGS
+  (the compile level above, the caller's own flags) except its device count, so every run of
+  the suite compiles alike."""
+  kept = [f for f in os.environ.get('XLA_FLAGS', '').split()
+          if not f.startswith('--xla_force_host_platform_device_count')]
+  return ' '.join(list(flags) + kept)
 
 
 import jax  # noqa: E402  (after the cache and XLA variables)
