@@ -7,7 +7,8 @@ Records, for every test, its wall and CPU time (``time.process_time``: all threa
 process) and the count and total duration of each ``jax.monitoring`` event whose name mentions
 compile, trace or mlir (``/jax/core/compile/backend_compile_duration``,
 ``jaxpr_to_mlir_module_duration``, ``jaxpr_trace_duration``). Used for CHANGELOG.md, "Stacks:
-install size, import time, suite time, benchmarks" (why the suite is slower on newer JAX). Run without ``-n`` (one process sees every test).
+install size, import time, suite time, benchmarks" (why the suite is slower on newer JAX). Run
+without ``-n`` (one process sees every test).
 """
 
 import collections
