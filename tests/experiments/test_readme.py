@@ -25,3 +25,15 @@ def test_readme_example_runs_and_matches_its_comments():
   n, m_p, m_d = lines[0].split()
   assert int(n) == 48 and abs(float(m_p) - 30.4) < 0.1 and abs(float(m_d) - 12.4) < 0.1
   assert lines[1].strip() == '37x10d'
+
+
+def test_one_version_in_package_metadata_code_and_changelog():
+  """setup.cfg's version (what pip records), ce_jax.__version__ and the newest CHANGELOG entry."""
+  import configparser
+  import ce_jax
+  cfg = configparser.ConfigParser()
+  cfg.read(os.path.join(REPO, 'setup.cfg'))
+  with open(os.path.join(REPO, 'CHANGELOG.md')) as f:
+    newest = re.search(r'^## (\d+\.\d+\.\d+)', f.read(), flags=re.M).group(1)
+  assert cfg['metadata']['version'] == ce_jax.__version__ == newest, (
+      cfg['metadata']['version'], ce_jax.__version__, newest)
