@@ -116,16 +116,16 @@ def test_block_ensemble_has_m_times_the_path(name, kwargs, size):
 
 
 def test_family_digits_binary(binary, tmp_path):
-  """experiments/family_digits.py end to end with tiny settings; a rerun reuses every run."""
+  """experiments/family_digits.py --quick end to end with the default network (d = 32, two blocks,
+  baseline 1x128); a rerun reuses every run."""
   out = tmp_path / 'summary.json'
-  flags = (f'--workdir={tmp_path / "w"}', f'--json_out={out}', '--quick', '--d_model=8',
-           '--blocks=1', '--baseline_width=16')
+  flags = (f'--workdir={tmp_path / "w"}', f'--json_out={out}', '--quick')
   binary('family_digits', *flags)
   summary = json.loads(out.read_text())
   assert [d['name'] for d in summary['models']][:3] == ['baseline', 'primal', 'dual']
   assert all(len(d['test_errors']) == 2 for d in summary['models'])
   base, primal = summary['models'][0], summary['models'][1]
-  assert base['m'] == 1 and base['n'] == 16
+  assert base['m'] == 1 and base['n'] == 128
   assert abs(primal['params'] - base['params']) <= base['params'] // 4
   # the fitted law exp(a + alpha S) - 1 by default, the fit's intercept passed to the solver
   assert summary['law'] == 'fitted' and summary['settings']['intercept_law'] is True
