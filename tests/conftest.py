@@ -25,9 +25,10 @@ os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 
 # The suite compiles with XLA's backend optimization level 0: XLA's HLO passes (fusion,
 # simplification, layout assignment) run as always and only LLVM's optimization of the generated
-# CPU kernels is skipped, so results are the same (no fast-math either way; matmuls,
-# convolutions and the oneDNN calls are precompiled library code) and programs compile 1.5-3x
-# faster (the tests check results, never speed). CE_JAX_TEST_FULL_OPT=1 compiles as users' runs
+# CPU kernels is skipped: the floating-point semantics are the same (no fast-math either way;
+# matmuls, convolutions and the oneDNN calls are precompiled library code; the whole suite
+# passes at both levels) and programs compile 1.5-3x faster (the tests check results, never
+# speed). CE_JAX_TEST_FULL_OPT=1 compiles as users' runs
 # do; CI runs the Python 3.12 suite that way. Added to, never replacing, the caller's XLA_FLAGS.
 FAST_COMPILE = '--xla_backend_optimization_level=0'
 _FULL_OPT = os.environ.get('CE_JAX_TEST_FULL_OPT', '').strip().lower()
@@ -38,7 +39,6 @@ if _FULL_OPT in ('', '0', 'false', 'no', 'off'):
   _flags = os.environ.get('XLA_FLAGS', '')
   if '--xla_backend_optimization_level' not in _flags:
     os.environ['XLA_FLAGS'] = f'{_flags} {FAST_COMPILE}'.strip()
-
 
 
 def xla_flags(*flags):
