@@ -28,8 +28,8 @@ os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 # CPU kernels is skipped: the floating-point semantics are the same (no fast-math either way;
 # matmuls, convolutions and the oneDNN calls are precompiled library code; the whole suite
 # passes at both levels) and programs compile 1.5-3x faster (the tests check results, never
-# speed). CE_JAX_TEST_FULL_OPT=1 compiles as users' runs
-# do; CI runs the Python 3.12 suite that way. Added to, never replacing, the caller's XLA_FLAGS.
+# speed). CE_JAX_TEST_FULL_OPT=1 compiles as users' runs do; CI runs the Python 3.12 suite that
+# way. Added to, never replacing, the caller's XLA_FLAGS.
 FAST_COMPILE = '--xla_backend_optimization_level=0'
 _FULL_OPT = os.environ.get('CE_JAX_TEST_FULL_OPT', '').strip().lower()
 if _FULL_OPT not in ('', '0', 'false', 'no', 'off', '1', 'true', 'yes', 'on'):
