@@ -139,8 +139,8 @@ def stock_resnext():
 def test_grouped_conv_in_resnext_same_tree_and_gradients(stock_resnext):
   """GroupedConv in a ResNeXt: nn.Conv's variable tree and values, and float32 gradients equal to
   the float64 gradients of the nn.Conv model. (The reference is float64, not nn.Conv in float32:
-  on this batch XLA:CPU's float32 grouped convolutions themselves are 0.4% off in the stem
-  kernel's gradient, while GroupedConv stays within 1e-5 of the largest entry.)"""
+  on this batch the nn.Conv model's own float32 gradient (XLA:CPU's convolutions) is 0.4% off in
+  the stem kernel (0.104 of 24.8), GroupedConv's 1.3e-5 of the largest entry.)"""
   ref, x, v = stock_resnext
   ours = resnext.ResNeXt29(conv=GroupedConv, layers='stock', **RESNEXT)
   v_ours = ours.init(_key(1), x)
