@@ -17,6 +17,7 @@ import numpy as np
 
 from ce_jax.models import resnext
 from ce_jax.models.native import onednn
+from ce_jax.tools import host_memory
 
 
 def timed(fn) -> float:
@@ -45,7 +46,8 @@ def versions(torch=None) -> dict:
 
 
 def machine() -> dict:
-  """CPU model, core count, platform and the load average at the time of the call."""
+  """CPU model, core count, platform, the load average at the time of the call and the malloc
+  setting (``'reuse'`` or ``'default'``, :mod:`ce_jax.tools.host_memory`)."""
   cpu = platform.processor()
   try:
     with open('/proc/cpuinfo') as f:
@@ -56,7 +58,7 @@ def machine() -> dict:
   except OSError:
     pass
   return {'cpu': cpu, 'cores': os.cpu_count(), 'platform': platform.platform(),
-          'load_average': os.getloadavg()}
+          'load_average': os.getloadavg(), 'malloc': host_memory.setting()}
 
 
 def import_torch():

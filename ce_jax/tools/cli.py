@@ -17,7 +17,10 @@ failed-run errors of long runs on top of it). :func:`run_main`
   ``jax._src.xla_bridge`` and friends, ``TF_CPP_MIN_LOG_LEVEL`` raised to 2 before the backend
   starts), and so is what TensorFlow's C++ side prints while it is imported (``Could not find
   cuda drivers``, ``oneDNN custom operations are on``: absl C++ logging, which ignores
-  ``TF_CPP_MIN_LOG_LEVEL``); ``--verbosity=1`` restores everything.
+  ``TF_CPP_MIN_LOG_LEVEL``); ``--verbosity=1`` restores everything;
+* makes ``malloc`` keep freed memory for reuse before the backend starts
+  (:func:`ce_jax.tools.host_memory.reuse_freed_memory`: XLA:CPU's per-step scratch is not
+  page-faulted afresh each step); ``CE_JAX_MALLOC=default`` leaves glibc's defaults.
 
 Exit codes: 0 success, 1 a failed run, 2 bad input.
 """
@@ -44,6 +47,7 @@ from absl import logging as absl_logging
 
 from ce_jax import _optional
 from ce_jax.tools import guards
+from ce_jax.tools import host_memory
 
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -482,6 +486,11 @@ def run_main(main: Callable[[list[str]], Any], *, check_output_paths: bool = Tru
   arguments reach ``main``; by default they are a usage error.
   """
   quiet_native_logs()
+  try:   # before the backend starts its threads (see host_memory)
+    if host_memory.env_choice() == 'reuse':
+      host_memory.reuse_freed_memory()
+  except ValueError as e:
+    usage_error(e, prog_name())
   if _argv_verbosity(sys.argv) < 1:
     _QUIET[0] = True
     quiet_native_imports()   # before the flags: a config file may import TensorFlow

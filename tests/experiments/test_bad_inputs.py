@@ -148,6 +148,18 @@ def test_tf_cpp_min_log_level_raised_before_the_backend():
   assert _python(code, '--verbosity=1', env={'TF_CPP_MIN_LOG_LEVEL': '0'}).stdout.strip() == '0'
 
 
+
+def test_malloc_setting_applied_before_main_and_bad_value_is_one_line():
+  code = ("import sys\nfrom ce_jax.tools import cli, host_memory\n"
+          "def main(argv):\n  print(host_memory.setting())\n"
+          "sys.argv[0] = 'probe.py'\ncli.run_main(main)\n")
+  assert _python(code).stdout.strip() == 'reuse'
+  assert _python(code, env={'CE_JAX_MALLOC': 'default'}).stdout.strip() == 'default'
+  proc = _python(code, env={'CE_JAX_MALLOC': 'mmap'})
+  assert proc.returncode == 2
+  assert cases_lib.error_lines(proc.stderr) == [
+      "probe.py: error: CE_JAX_MALLOC='mmap': expected one of reuse, default"], proc.stderr
+
 _TF = """
 import sys
 from ce_jax.tools import cli
