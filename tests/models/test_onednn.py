@@ -305,6 +305,38 @@ def test_pmap_over_two_cpu_devices_matches_lax():
   assert float(out.strip().splitlines()[-1]) < 1e-5
 
 
+def test_avx2_gemm_path_under_jit_matches_lax():
+  """oneDNN restricted to AVX2 (what an AVX2-only CPU runs; AVX-512 hosts pick other kernels):
+  grouped convolutions with few channels per group take the gemm forward, whose im2col buffers
+  live in the scratchpad. With oneDNN's library-managed scratchpad that forward crashed on a null
+  buffer when XLA ran it from a jitted step; the extension passes its own scratchpad instead.
+  The value and both gradients under jit match lax, and the log shows the gemm kernel ran."""
+  out = _run("""
+      import jax, jax.numpy as jnp, numpy as np
+      from ce_jax.models.layers import GroupedConv
+      for g, stride, padding in ((10, 1, 'SAME'), (37, 2, ((1, 1), (0, 2)))):
+        x = np.random.default_rng(g).standard_normal((2, 7, 6, 2 * g)).astype(np.float32)
+        r = None
+        grads = []
+        for impl in ('onednn', 'stock'):
+          m = GroupedConv(3 * g, (3, 3), strides=stride, padding=padding,
+                          feature_group_count=g, impl=impl)
+          p = m.init(jax.random.key(0, impl='rbg'), x)
+          if r is None:
+            r = np.random.default_rng(g + 1).standard_normal(m.apply(p, x).shape).astype(np.float32)
+          f = jax.jit(jax.value_and_grad(lambda p, x: jnp.sum(m.apply(p, x) * r), argnums=(0, 1)))
+          grads.append(jax.tree_util.tree_leaves((f(p, x), f(p, x))))
+        err = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / max(1.0, float(np.max(np.abs(np.asarray(b))))))
+                  for a, b in zip(*grads))
+        print('ERR', g, err)
+  """, {'ONEDNN_MAX_CPU_ISA': 'AVX2', 'ONEDNN_VERBOSE': '1'})
+  errs = [float(line.split()[2]) for line in out.splitlines() if line.startswith('ERR')]
+  assert len(errs) == 2 and max(errs) < 2e-5, errs
+  execs = [line for line in out.splitlines() if line.startswith('onednn_verbose,exec')]
+  assert 'isa:Intel AVX2' in out, out[:2000]
+  assert any('gemm' in line and 'forward_training' in line for line in execs), execs[:5]
+
+
 def test_disabled_by_environment_falls_back():
   out = _run("""
       import warnings

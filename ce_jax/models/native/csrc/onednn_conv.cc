@@ -15,6 +15,8 @@
 // only on the first call.
 
 #include <cstdint>
+#include <cstdlib>
+#include <new>
 #include <initializer_list>
 #include <memory>
 #include <mutex>
@@ -38,6 +40,18 @@ using dt = dnnl::memory::data_type;
 dnnl::engine& Engine() {
   static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
   return engine;
+}
+
+// Every primitive takes its scratchpad from us (scratchpad_mode::user), not from oneDNN's
+// library-managed one. oneDNN 3.2's library scratchpad is thread-local and sized when a
+// primitive executes; XLA calls these handlers from its own worker threads, and on AVX2-only CPUs
+// (where grouped convolutions take the gemm implementation, which keeps im2col buffers there) a
+// forward convolution read a null scratchpad and crashed. One buffer, grown to the largest need,
+// is shared by all executions: they are serialized (execute_mutex).
+dnnl::primitive_attr UserScratchpad() {
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return attr;
 }
 
 struct Geometry {
@@ -103,7 +117,8 @@ struct Geometry {
     return dnnl::convolution_forward::primitive_desc(
         Engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
         Activation(c, in), AnyWeights(), Activation(o, out), dims_t(strides.begin(), strides.end()),
-        dims_t(pad_lo.begin(), pad_lo.end()), dims_t(pad_hi.begin(), pad_hi.end()));
+        dims_t(pad_lo.begin(), pad_lo.end()), dims_t(pad_hi.begin(), pad_hi.end()),
+        UserScratchpad());
   }
 };
 
@@ -111,8 +126,10 @@ struct Geometry {
 struct Entry {
   dnnl::primitive conv;
   dnnl::memory::desc weights_md;  // the layout the primitive wants
+  dnnl::memory::desc conv_scratchpad;
   bool reorder = false;
   dnnl::reorder weights_reorder;  // user -> primitive (fwd, bwd data) or primitive -> user (bwd w)
+  dnnl::memory::desc reorder_scratchpad;
 };
 
 std::mutex cache_mutex;
@@ -120,6 +137,24 @@ std::mutex cache_mutex;
 // layer), each of which would start a full OpenMP team: oversubscribed, they are 1.3-1.5x slower
 // than one after the other. Executions are serialized; each uses every core.
 std::mutex execute_mutex;
+// The shared scratchpad (see UserScratchpad): `md` over a buffer of at least its size, page
+// aligned. Callers hold execute_mutex, and the buffer lives as long as the process.
+dnnl::memory Scratchpad(const dnnl::memory::desc& md) {
+  static void* buffer = nullptr;
+  static size_t capacity = 0;
+  const size_t need = md.get_size();
+  if (need > capacity) {
+    std::free(buffer);
+    capacity = (need + 4095) / 4096 * 4096;
+    buffer = std::aligned_alloc(4096, capacity);
+    if (buffer == nullptr) {
+      capacity = 0;
+      throw std::bad_alloc();
+    }
+  }
+  return dnnl::memory(md, Engine(), need ? buffer : nullptr);
+}
+
 std::unordered_map<std::string, std::shared_ptr<Entry>>& Cache() {
   static auto* cache = new std::unordered_map<std::string, std::shared_ptr<Entry>>();
   return *cache;
@@ -136,28 +171,29 @@ std::shared_ptr<Entry> Build(const Geometry& geo, Kind kind) {
   if (kind == Kind::kForward) {
     entry->conv = dnnl::convolution_forward(fwd_pd);
     entry->weights_md = fwd_pd.weights_desc();
+    entry->conv_scratchpad = fwd_pd.scratchpad_desc();
   } else if (kind == Kind::kBackwardData) {
     dnnl::convolution_backward_data::primitive_desc pd(
         Engine(), dnnl::algorithm::convolution_direct, geo.Activation(geo.c, geo.in),
-        geo.AnyWeights(), geo.Activation(geo.o, geo.out), strides, lo, hi, fwd_pd);
+        geo.AnyWeights(), geo.Activation(geo.o, geo.out), strides, lo, hi, fwd_pd, UserScratchpad());
     entry->conv = dnnl::convolution_backward_data(pd);
     entry->weights_md = pd.weights_desc();
+    entry->conv_scratchpad = pd.scratchpad_desc();
   } else {
     dnnl::convolution_backward_weights::primitive_desc pd(
         Engine(), dnnl::algorithm::convolution_direct, geo.Activation(geo.c, geo.in),
-        geo.AnyWeights(), geo.Activation(geo.o, geo.out), strides, lo, hi, fwd_pd);
+        geo.AnyWeights(), geo.Activation(geo.o, geo.out), strides, lo, hi, fwd_pd, UserScratchpad());
     entry->conv = dnnl::convolution_backward_weights(pd);
     entry->weights_md = pd.diff_weights_desc();
+    entry->conv_scratchpad = pd.scratchpad_desc();
   }
   entry->reorder = entry->weights_md != user_w;
   if (entry->reorder) {
-    if (kind == Kind::kBackwardWeights) {
-      entry->weights_reorder = dnnl::reorder(
-          dnnl::reorder::primitive_desc(Engine(), entry->weights_md, Engine(), user_w));
-    } else {
-      entry->weights_reorder = dnnl::reorder(
-          dnnl::reorder::primitive_desc(Engine(), user_w, Engine(), entry->weights_md));
-    }
+    const bool to_user = kind == Kind::kBackwardWeights;
+    dnnl::reorder::primitive_desc pd(Engine(), to_user ? entry->weights_md : user_w, Engine(),
+                                     to_user ? user_w : entry->weights_md, UserScratchpad());
+    entry->weights_reorder = dnnl::reorder(pd);
+    entry->reorder_scratchpad = pd.scratchpad_desc();
   }
   return entry;
 }
@@ -224,13 +260,19 @@ ffi::Error Guard(Fn&& fn) {
   }
 }
 
+// Runs e's weight reorder from `src` to `dst` with the shared scratchpad.
+void Reorder(const Entry& e, dnnl::stream& stream, dnnl::memory& src, dnnl::memory& dst) {
+  e.weights_reorder.execute(stream, {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, dst},
+                                     {DNNL_ARG_SCRATCHPAD, Scratchpad(e.reorder_scratchpad)}});
+}
+
 // The caller's kernel in the layout primitive `e` wants (a reorder into a fresh buffer if needed).
 dnnl::memory PrimitiveWeights(const Geometry& geo, const Entry& e, dnnl::stream& stream,
                               void* w) {
   dnnl::memory user_w(geo.UserWeights(), Engine(), w);
   if (!e.reorder) return user_w;
   dnnl::memory wei(e.weights_md, Engine());
-  e.weights_reorder.execute(stream, user_w, wei);
+  Reorder(e, stream, user_w, wei);
   return wei;
 }
 
@@ -239,7 +281,8 @@ void RunForward(const Geometry& geo, const Entry& e, dnnl::stream& stream, void*
                 void* y) {
   e.conv.execute(stream, {{DNNL_ARG_SRC, dnnl::memory(geo.Activation(geo.c, geo.in), Engine(), x)},
                           {DNNL_ARG_WEIGHTS, PrimitiveWeights(geo, e, stream, w)},
-                          {DNNL_ARG_DST, dnnl::memory(geo.Activation(geo.o, geo.out), Engine(), y)}});
+                          {DNNL_ARG_DST, dnnl::memory(geo.Activation(geo.o, geo.out), Engine(), y)},
+                          {DNNL_ARG_SCRATCHPAD, Scratchpad(e.conv_scratchpad)}});
 }
 
 void RunBackwardData(const Geometry& geo, const Entry& e, dnnl::stream& stream, void* dy, void* w,
@@ -247,7 +290,8 @@ void RunBackwardData(const Geometry& geo, const Entry& e, dnnl::stream& stream, 
   e.conv.execute(stream,
                  {{DNNL_ARG_DIFF_DST, dnnl::memory(geo.Activation(geo.o, geo.out), Engine(), dy)},
                   {DNNL_ARG_WEIGHTS, PrimitiveWeights(geo, e, stream, w)},
-                  {DNNL_ARG_DIFF_SRC, dnnl::memory(geo.Activation(geo.c, geo.in), Engine(), dx)}});
+                  {DNNL_ARG_DIFF_SRC, dnnl::memory(geo.Activation(geo.c, geo.in), Engine(), dx)},
+                  {DNNL_ARG_SCRATCHPAD, Scratchpad(e.conv_scratchpad)}});
 }
 
 void RunBackwardWeights(const Geometry& geo, const Entry& e, dnnl::stream& stream, void* x,
@@ -257,8 +301,9 @@ void RunBackwardWeights(const Geometry& geo, const Entry& e, dnnl::stream& strea
   e.conv.execute(stream,
                  {{DNNL_ARG_SRC, dnnl::memory(geo.Activation(geo.c, geo.in), Engine(), x)},
                   {DNNL_ARG_DIFF_DST, dnnl::memory(geo.Activation(geo.o, geo.out), Engine(), dy)},
-                  {DNNL_ARG_DIFF_WEIGHTS, diff_wei}});
-  if (e.reorder) e.weights_reorder.execute(stream, diff_wei, user_dw);
+                  {DNNL_ARG_DIFF_WEIGHTS, diff_wei},
+                  {DNNL_ARG_SCRATCHPAD, Scratchpad(e.conv_scratchpad)}});
+  if (e.reorder) Reorder(e, stream, diff_wei, user_dw);
 }
 
 // One primitive to run: its kind, its Run* function and that function's three buffers.
